@@ -1,0 +1,169 @@
+"""JWT access tokens per RFC 9068: issue and verify.
+
+Verification (PROTOCOL J2) pins the algorithm to the key ring's kind (ES256 or HS256,
+never `none`, never an HS/ES swap), requires `typ: at+jwt`, the issuer, the audience,
+and `exp`/`iat` within a small leeway. A verified token is kept in a bounded cache
+until it expires, so the hot path pays for the signature once per token, not per
+request; revocation is checked by the caller on every request.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import jwt
+
+from gateway.errors import InvalidToken
+from gateway.oauth.keys import KeyRing
+
+LEEWAY_SECONDS = 30
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "client_id", "iat", "exp", "jti")
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    subject: str
+    client_id: str
+    scopes: frozenset[str]
+    audience: str
+    issued_at: int
+    expires_at: int
+    jti: str
+    family: str | None = None
+
+    @property
+    def scope(self) -> str:
+        return " ".join(sorted(self.scopes))
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    claims: AccessToken
+
+
+class TokenService:
+    def __init__(
+        self,
+        ring: KeyRing,
+        *,
+        issuer: str,
+        ttl: int,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.ring = ring
+        self.issuer = issuer
+        self.ttl = ttl
+        self.clock = clock
+        self._cache: OrderedDict[str, AccessToken] = OrderedDict()
+        self._cache_size = cache_size
+
+    def issue(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        scopes: Iterable[str],
+        audience: str,
+        family: str | None = None,
+        ttl: int | None = None,
+    ) -> IssuedToken:
+        now = int(self.clock())
+        claims = AccessToken(
+            subject=subject,
+            client_id=client_id,
+            scopes=frozenset(scopes),
+            audience=audience,
+            issued_at=now,
+            expires_at=now + (ttl or self.ttl),
+            jti=secrets.token_urlsafe(16),
+            family=family,
+        )
+        payload: dict[str, object] = {
+            "iss": self.issuer,
+            "sub": claims.subject,
+            "aud": claims.audience,
+            "client_id": claims.client_id,
+            "scope": claims.scope,
+            "iat": claims.issued_at,
+            "nbf": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+        }
+        if family:
+            payload["sid"] = family
+        key = self.ring.active
+        token = jwt.encode(
+            payload,
+            key.private,
+            algorithm=key.algorithm,
+            headers={"typ": "at+jwt", "kid": key.kid},
+        )
+        return IssuedToken(token=token, claims=claims)
+
+    def verify(self, token: str, *, audience: str) -> AccessToken:
+        """The token's claims, or InvalidToken; the audience must be this resource."""
+        cached = self._cache.get(token)
+        now = self.clock()
+        if cached is not None and cached.audience == audience:
+            if cached.expires_at + LEEWAY_SECONDS > now:
+                return cached
+            self._cache.pop(token, None)
+        claims = self._decode(token, audience, now)
+        self._remember(token, claims)
+        return claims
+
+    def _decode(self, token: str, audience: str, now: float) -> AccessToken:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        key = self.ring.find(str(header.get("kid", "")))
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        if header.get("alg") != key.algorithm or header.get("typ") != "at+jwt":
+            raise InvalidToken("unexpected token type or algorithm")
+        try:
+            payload = jwt.decode(
+                token,
+                key.public,
+                algorithms=[key.algorithm],
+                audience=audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"token rejected: {exc}") from None
+        if payload["iat"] > now + LEEWAY_SECONDS:
+            raise InvalidToken("token issued in the future")
+        return _claims(payload, audience)
+
+    def _remember(self, token: str, claims: AccessToken) -> None:
+        self._cache[token] = claims
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+def _claims(payload: dict[str, object], audience: str) -> AccessToken:
+    scope = payload.get("scope", "")
+    if not isinstance(scope, str):
+        raise InvalidToken("scope claim must be a string")
+    family = payload.get("sid")
+    return AccessToken(
+        subject=str(payload["sub"]),
+        client_id=str(payload["client_id"]),
+        scopes=frozenset(scope.split()),
+        audience=audience,
+        issued_at=int(str(payload["iat"])),
+        expires_at=int(str(payload["exp"])),
+        jti=str(payload["jti"]),
+        family=str(family) if family else None,
+    )

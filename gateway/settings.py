@@ -1,0 +1,289 @@
+"""Gateway settings: one frozen dataclass built from the environment and CLI flags.
+
+The environment names of the seed document are kept (`MCP_OAUTH_*`, `MCP_HTTPS_*`,
+`MCP_SSL_*`, `MCP_API_KEY`); a flag wins over the environment. Validation happens
+here, at start-up, so a bad value stops the process with a clear message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+ConsentMode = Literal["auto", "api_key"]
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    oauth_enabled: bool = True
+    secret_key: str | None = None
+    issuer: str = "http://localhost:8000"
+    access_token_ttl: int = 3600
+    code_ttl: int = 600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    refresh_grace_seconds: int = 10
+    https_enabled: bool = False
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    api_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upstream: str = "http://127.0.0.1:8001"
+    state_dir: Path = Path("state")
+    storage: str = "sqlite:///state/oauth.db"
+    consent: ConsentMode = "auto"
+    dcr_registration_key: str | None = None
+    policy_file: Path | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_redirect_schemes: tuple[str, ...] = ()
+    cimd_enabled: bool = True
+    cimd_allow_private: bool = False
+    hsts: bool = False
+    http_redirect_port: int | None = None
+    rate_limit_per_minute: int = 60
+    max_clients: int = 10_000
+    max_form_bytes: int = 64 * 1024
+    upstream_connect_timeout: float = 5.0
+    upstream_header_timeout: float = 60.0
+    upstream_idle_timeout: float = 300.0
+    log_level: str = "info"
+
+    @property
+    def resource(self) -> str:
+        """The protected resource identifier (RFC 8707 / RFC 9728) of the MCP endpoint."""
+        return f"{self.issuer}/mcp"
+
+    @property
+    def issuer_is_loopback(self) -> bool:
+        return (urlsplit(self.issuer).hostname or "") in LOOPBACK_HOSTS
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], overrides: Mapping[str, object] | None = None
+    ) -> Settings:
+        return _build(env, dict(overrides or {}))
+
+
+def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
+    reader = _Reader(env, flags)
+    https = reader.boolean("https_enabled", "MCP_HTTPS_ENABLED", False)
+    host = reader.text("host", "MCP_HTTP_HOST") or "127.0.0.1"
+    port = reader.integer("port", "MCP_HTTP_PORT", 8443 if https else 8000, low=1, high=65535)
+    state_dir = Path(reader.text("state_dir", "MCP_GATEWAY_STATE_DIR") or "state")
+    api_key = reader.text("api_key", "MCP_API_KEY")
+    issuer = normalise_issuer(
+        reader.text("issuer", "MCP_OAUTH_ISSUER") or derive_issuer(https, host, port)
+    )
+    cert_file = reader.path("cert_file", "MCP_SSL_CERT_FILE")
+    key_file = reader.path("key_file", "MCP_SSL_KEY_FILE")
+    if https and (cert_file is None or key_file is None):
+        raise SettingsError(
+            "MCP_HTTPS_ENABLED=true needs MCP_SSL_CERT_FILE and MCP_SSL_KEY_FILE "
+            "(run `memory-gateway certs` for development certificates)"
+        )
+    settings = Settings(
+        oauth_enabled=reader.boolean("oauth_enabled", "MCP_OAUTH_ENABLED", True),
+        secret_key=reader.text("secret_key", "MCP_OAUTH_SECRET_KEY"),
+        issuer=issuer,
+        access_token_ttl=60
+        * reader.integer("access_minutes", "MCP_OAUTH_ACCESS_TOKEN_EXPIRE_MINUTES", 60, low=1),
+        code_ttl=60
+        * reader.integer(
+            "code_minutes", "MCP_OAUTH_AUTHORIZATION_CODE_EXPIRE_MINUTES", 10, low=1, high=60
+        ),
+        refresh_token_ttl=86400
+        * reader.integer("refresh_days", "MCP_OAUTH_REFRESH_TOKEN_EXPIRE_DAYS", 30, low=1),
+        refresh_grace_seconds=reader.integer(
+            "refresh_grace", "MCP_OAUTH_REFRESH_GRACE_SECONDS", 10, low=0, high=300
+        ),
+        https_enabled=https,
+        cert_file=cert_file,
+        key_file=key_file,
+        api_key=api_key,
+        host=host,
+        port=port,
+        upstream=_upstream(reader.text("upstream", "MCP_GATEWAY_UPSTREAM")),
+        state_dir=state_dir,
+        storage=reader.text("storage", "MCP_OAUTH_STORAGE")
+        or f"sqlite:///{state_dir / 'oauth.db'}",
+        consent=_consent(reader.text("consent", "MCP_OAUTH_CONSENT"), api_key, issuer),
+        dcr_registration_key=reader.text("dcr_registration_key", "MCP_DCR_REGISTRATION_KEY"),
+        policy_file=reader.path("policy_file", "MCP_GATEWAY_POLICY"),
+        trusted_proxies=_proxies(reader.words("trusted_proxies", "MCP_GATEWAY_TRUSTED_PROXIES")),
+        allowed_redirect_schemes=tuple(
+            s.lower().rstrip(":")
+            for s in reader.words("redirect_schemes", "MCP_OAUTH_ALLOWED_REDIRECT_SCHEMES")
+        ),
+        cimd_enabled=reader.boolean("cimd_enabled", "MCP_OAUTH_CIMD_ENABLED", True),
+        cimd_allow_private=reader.boolean(
+            "cimd_allow_private", "MCP_OAUTH_CIMD_ALLOW_PRIVATE", False
+        ),
+        hsts=reader.boolean("hsts", "MCP_HTTPS_HSTS", False),
+        http_redirect_port=reader.optional_integer(
+            "http_redirect_port", "MCP_HTTP_REDIRECT_PORT", low=1, high=65535
+        ),
+        rate_limit_per_minute=reader.integer(
+            "rate_limit", "MCP_OAUTH_RATE_LIMIT_PER_MINUTE", 60, low=0
+        ),
+        max_clients=reader.integer("max_clients", "MCP_OAUTH_MAX_CLIENTS", 10_000, low=1),
+        upstream_connect_timeout=reader.number(
+            "connect_timeout", "MCP_GATEWAY_CONNECT_TIMEOUT", 5.0
+        ),
+        upstream_header_timeout=reader.number(
+            "header_timeout", "MCP_GATEWAY_RESPONSE_TIMEOUT", 60.0
+        ),
+        upstream_idle_timeout=reader.number("idle_timeout", "MCP_GATEWAY_IDLE_TIMEOUT", 300.0),
+        log_level=(reader.text("log_level", "MCP_GATEWAY_LOG_LEVEL") or "info").lower(),
+    )
+    if settings.secret_key is not None and len(settings.secret_key.encode()) < 32:
+        raise SettingsError("MCP_OAUTH_SECRET_KEY must be at least 32 bytes for HS256")
+    return settings
+
+
+def derive_issuer(https: bool, host: str, port: int) -> str:
+    """The issuer when none is configured: never from a request's Host header."""
+    scheme = "https" if https else "http"
+    wildcard = {"0.0.0.0", "::", "127.0.0.1", "localhost", ""}  # noqa: S104
+    name = "localhost" if host in wildcard else host
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    default_port = 443 if https else 80
+    return f"{scheme}://{name}" if port == default_port else f"{scheme}://{name}:{port}"
+
+
+def normalise_issuer(value: str) -> str:
+    """D1: origin only, lower-case scheme and host, no trailing slash, no default port."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SettingsError(f"MCP_OAUTH_ISSUER must be an http(s) origin, got {value!r}")
+    if parts.query or parts.fragment or parts.path not in {"", "/"}:
+        raise SettingsError(
+            f"MCP_OAUTH_ISSUER must be an origin without path, query or fragment: {value!r}"
+        )
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = 443 if parts.scheme == "https" else 80
+    origin = f"{parts.scheme}://{host}"
+    return origin if port in (None, default) else f"{origin}:{port}"
+
+
+def _consent(value: str | None, api_key: str | None, issuer: str) -> ConsentMode:
+    if value == "auto":
+        return "auto"
+    if value == "api_key":
+        if not api_key:
+            raise SettingsError("MCP_OAUTH_CONSENT=api_key needs MCP_API_KEY to approve consent")
+        return "api_key"
+    if value:
+        raise SettingsError(f"MCP_OAUTH_CONSENT must be 'auto' or 'api_key', got {value!r}")
+    if api_key:
+        return "api_key"
+    if (urlsplit(issuer).hostname or "") in LOOPBACK_HOSTS:
+        return "auto"
+    raise SettingsError(
+        "the issuer is not loopback and no consent method is configured: set MCP_API_KEY "
+        "(consent approved with the key) or MCP_OAUTH_CONSENT=auto (approves every request)"
+    )
+
+
+def _upstream(value: str | None) -> str:
+    url = (value or "http://127.0.0.1:8001").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise SettingsError(f"MCP_GATEWAY_UPSTREAM must be an http:// URL, got {url!r}")
+    if parts.path or parts.query:
+        raise SettingsError(f"MCP_GATEWAY_UPSTREAM must be an origin without path: {url!r}")
+    return url
+
+
+def _proxies(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise SettingsError(f"MCP_GATEWAY_TRUSTED_PROXIES: {exc}") from None
+    return values
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str], flags: dict[str, object]) -> None:
+        self.env = env
+        self.flags = flags
+
+    def raw(self, flag: str, name: str) -> tuple[str, str | None]:
+        value = self.flags.get(flag)
+        if value is not None:
+            return f"--{flag.replace('_', '-')}", str(value)
+        text = self.env.get(name)
+        return name, (text.strip() if text is not None and text.strip() else None)
+
+    def text(self, flag: str, name: str) -> str | None:
+        return self.raw(flag, name)[1]
+
+    def path(self, flag: str, name: str) -> Path | None:
+        value = self.text(flag, name)
+        return Path(value) if value else None
+
+    def words(self, flag: str, name: str) -> tuple[str, ...]:
+        value = self.text(flag, name) or ""
+        return tuple(w for w in value.replace(",", " ").split() if w)
+
+    def boolean(self, flag: str, name: str, default: bool) -> bool:
+        label, value = self.raw(flag, name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(f"{label} must be true or false, got {value!r}")
+
+    def integer(
+        self,
+        flag: str,
+        name: str,
+        default: int,
+        *,
+        low: int | None = None,
+        high: int | None = None,
+    ) -> int:
+        value = self.optional_integer(flag, name, low=low, high=high)
+        return default if value is None else value
+
+    def optional_integer(
+        self, flag: str, name: str, *, low: int | None = None, high: int | None = None
+    ) -> int | None:
+        label, value = self.raw(flag, name)
+        if value is None:
+            return None
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{label} must be a whole number, got {value!r}") from None
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise SettingsError(f"{label} must be between {low} and {high}, got {number}")
+        return number
+
+    def number(self, flag: str, name: str, default: float) -> float:
+        label, value = self.raw(flag, name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{label} must be a number, got {value!r}") from None
+        if number <= 0:
+            raise SettingsError(f"{label} must be positive, got {number}")
+        return number
