@@ -1,0 +1,169 @@
+"""Records and Protocols shared by every store implementation."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+from gateway.oauth.models import Client
+
+RevocationKind = Literal["jti", "family"]
+RotationOutcome = Literal["rotated", "grace", "replayed", "unknown"]
+# Used codes are kept this long after they expire, so a late replay is still recognised
+# and still revokes what the code produced (PROTOCOL T4).
+CODE_REPLAY_MEMORY = 3600
+# Sealed refresh successors are dropped after the longest grace window settings allow.
+MAX_GRACE_SECONDS = 300
+
+
+def hash_secret(value: str) -> str:
+    """SHA-256 of a 256-bit random secret: enough, since such secrets cannot be guessed."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuthorizationCode:
+    code_hash: str
+    client_id: str
+    redirect_uri: str
+    redirect_uri_given: bool
+    code_challenge: str | None
+    scope: str
+    resource: str
+    subject: str
+    family: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class CodeRedemption:
+    code: AuthorizationCode
+    first_use: bool
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    token_hash: str
+    family: str
+    client_id: str
+    subject: str
+    scope: str
+    resource: str
+    issued_at: float
+    expires_at: float
+    rotated_at: float | None = None
+    successor_hash: str | None = None
+    sealed_successor: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RefreshRotation:
+    outcome: RotationOutcome
+    token: RefreshToken | None
+    sealed_successor: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Revocation:
+    kind: RevocationKind
+    value: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class PendingConsent:
+    id_hash: str
+    client_id: str
+    redirect_uri: str
+    redirect_uri_given: bool
+    state: str | None
+    code_challenge: str | None
+    scope: str
+    resource: str
+    expires_at: float
+
+
+class ClientStore(Protocol):
+    async def add_client(self, client: Client, *, limit: int) -> bool:
+        """Store a new client unless `limit` clients already exist; False when full."""
+        ...
+
+    async def get_client(self, client_id: str) -> Client | None: ...
+    async def replace_client(self, client: Client) -> None: ...
+    async def delete_client(self, client_id: str) -> bool: ...
+    async def mark_client_used(self, client_id: str, now: float) -> None: ...
+    async def prune_unused_clients(self, issued_before: float) -> int: ...
+
+
+class CodeStore(Protocol):
+    async def save_code(self, code: AuthorizationCode) -> None: ...
+
+    async def redeem_code(self, code_hash: str) -> CodeRedemption | None:
+        """Mark the code used, atomically; `first_use` is True for exactly one caller."""
+        ...
+
+
+class RefreshStore(Protocol):
+    async def save_refresh(self, token: RefreshToken) -> None: ...
+    async def get_refresh(self, token_hash: str) -> RefreshToken | None: ...
+
+    async def rotate_refresh(
+        self, token_hash: str, successor: RefreshToken, sealed: bytes, *, now: float, grace: float
+    ) -> RefreshRotation:
+        """Replace an active token by `successor`, atomically.
+
+        An already-rotated token presented within `grace` seconds of its rotation, while
+        its successor is still active, yields "grace" and the sealed successor.
+        """
+        ...
+
+    async def delete_family(self, family: str) -> None: ...
+
+
+class RevocationStore(Protocol):
+    async def add_revocation(self, revocation: Revocation) -> None: ...
+    async def list_revocations(self, now: float) -> list[Revocation]: ...
+
+
+class ConsentStore(Protocol):
+    async def save_consent(self, pending: PendingConsent) -> None: ...
+    async def take_consent(self, id_hash: str, now: float) -> PendingConsent | None: ...
+
+
+class CounterStore(Protocol):
+    async def increment(self, key: str, expires_at: float) -> int: ...
+
+
+class Store(
+    ClientStore, CodeStore, RefreshStore, RevocationStore, ConsentStore, CounterStore, Protocol
+):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def prune(self, now: float) -> None:
+        """Drop expired codes, tokens, revocations, consents and counters."""
+        ...
+
+
+def open_store(url: str) -> Store:
+    """A store for `sqlite:///path` or `memory://`."""
+    if url.startswith("sqlite:///"):
+        from gateway.store.sqlite import SqliteStore
+
+        return SqliteStore(url.removeprefix("sqlite:///"))
+    if url in {"memory://", "memory"}:
+        from gateway.store.memory import MemoryStore
+
+        return MemoryStore()
+    raise ValueError(f"unsupported OAuth storage URL {url.split(':', 1)[0]!r}")
+
+
+def client_to_json(client: Client) -> dict[str, Any]:
+    return asdict(client)
+
+
+def client_from_json(data: dict[str, Any]) -> Client:
+    for name in ("redirect_uris", "grant_types", "response_types"):
+        data[name] = tuple(data[name])
+    return Client(**data)
