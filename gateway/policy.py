@@ -1,0 +1,307 @@
+"""Route policy: which scopes a request needs (DESIGN "default scope policy", PROTOCOL D6).
+
+A policy maps method + canonical path to a `Decision` and JSON-RPC tool names to scopes.
+Everything is validated and indexed at start-up; `match` is a dict lookup plus a short
+scan of path prefixes, longest first. A request no rule matches is denied (fail closed).
+
+Path patterns: `/a/b` matches exactly that path; a trailing `*` (`/a/b/*`, `/a/b*`)
+matches every path starting with the text before it. The most specific rule wins: an
+exact rule before any prefix, a longer prefix before a shorter one, a rule naming the
+method before one for any method (`*`). HEAD is matched by GET rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.errors import InvalidRequest
+from gateway.oauth.models import RESOURCE_SCOPES
+from gateway.settings import Settings
+
+ANY = "*"
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", ANY})
+ROUTE_KEYS = frozenset({"methods", "path", "scopes", "public", "jsonrpc", "deny"})
+TOP_KEYS = frozenset({"extends", "routes", "tools"})
+_TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.\-/*]{1,128}")
+_NONE: frozenset[str] = frozenset()
+
+DEFAULT_POLICY: dict[str, Any] = {
+    "routes": [
+        {"methods": "GET", "path": "/api/health", "public": True},
+        {"methods": "GET", "path": "/api/*", "scopes": "read"},
+        {"methods": "GET", "path": "/api/events", "scopes": "read"},
+        {"methods": "POST PUT PATCH DELETE", "path": "/api/*", "scopes": "write"},
+        {"methods": "POST", "path": "/api/search", "scopes": "read"},
+        {"methods": "POST", "path": "/api/search/*", "scopes": "read"},
+        *(
+            {"methods": ANY, "path": path, "scopes": "admin"}
+            for area in ("server", "config", "admin")
+            for path in (f"/api/{area}", f"/api/{area}/*")
+        ),
+        *(
+            rule
+            for path in ("/mcp", "/mcp/")
+            for rule in (
+                {"methods": "GET DELETE", "path": path, "scopes": "read"},
+                {"methods": "POST", "path": path, "scopes": "read", "jsonrpc": True},
+            )
+        ),
+    ],
+    "tools": {"store_memory": "write", "delete_memory": "write", "update_*": "write"},
+}
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, unreadable or has an invalid entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    public: bool
+    scopes: frozenset[str]
+    inspect_jsonrpc: bool
+
+
+_DENY = Decision(public=False, scopes=frozenset({"<deny>"}), inspect_jsonrpc=False)
+MethodTable = dict[str, Decision]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """A validated policy document: route rules keyed by (method, pattern), tools by glob."""
+
+    routes: dict[tuple[str, str], Decision]
+    tools: dict[str, frozenset[str]]
+
+
+class Policy:
+    def __init__(self, spec: _Spec) -> None:
+        self._exact: dict[str, MethodTable] = {}
+        prefixes: dict[str, MethodTable] = {}
+        for (method, pattern), decision in spec.routes.items():
+            if pattern.endswith("*"):
+                prefixes.setdefault(pattern[:-1], {})[method] = decision
+            else:
+                self._exact.setdefault(pattern, {})[method] = decision
+        ordered = sorted(prefixes.items(), key=lambda item: -len(item[0]))
+        self._prefixes: tuple[tuple[str, MethodTable], ...] = tuple(ordered)
+        self._tools = {k: v for k, v in spec.tools.items() if "*" not in k}
+        self._globs = tuple(
+            (re.compile(".*".join(map(re.escape, k.split("*")))), v)
+            for k, v in spec.tools.items()
+            if "*" in k
+        )
+
+    @classmethod
+    def default(cls) -> Policy:
+        return cls(_parse(DEFAULT_POLICY, "<default policy>"))
+
+    @classmethod
+    def load(cls, path: Path) -> Policy:
+        data = _read(path)
+        spec = _parse(data, str(path))
+        if data.get("extends") == "default":
+            spec = _extend(_parse(DEFAULT_POLICY, "<default policy>"), spec)
+        return cls(spec)
+
+    def match(self, method: str, path: str) -> Decision | None:
+        """The decision for a canonical path; None when no rule allows it (deny)."""
+        if method == "HEAD":
+            method = "GET"
+        table = self._exact.get(path)
+        if table is not None:
+            decision = table.get(method) or table.get(ANY)
+            if decision is not None:
+                return None if decision is _DENY else decision
+        for prefix, table in self._prefixes:
+            if path.startswith(prefix):
+                decision = table.get(method) or table.get(ANY)
+                if decision is not None:
+                    return None if decision is _DENY else decision
+        return None
+
+    def tool_scopes(self, name: str) -> frozenset[str]:
+        """Scopes a `tools/call` of `name` needs beyond the route's: exact name, then globs."""
+        scopes = self._tools.get(name)
+        if scopes is not None:
+            return scopes
+        for pattern, globbed in self._globs:
+            if pattern.fullmatch(name):
+                return globbed
+        return _NONE
+
+    def jsonrpc_scopes(self, body: bytes, base: frozenset[str]) -> frozenset[str]:
+        """Union of `base` and the scopes of every `tools/call` in a message or batch.
+
+        Malformed JSON-RPC is refused at the edge (InvalidRequest → 400) rather than
+        forwarded: a body the gateway cannot read is a body it cannot authorise.
+        """
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            raise InvalidRequest("the request body is not valid JSON") from None
+        if isinstance(message, dict):
+            extra = self._message_scopes(message)
+            return base | extra if extra else base
+        if not isinstance(message, list) or not message:
+            raise InvalidRequest("a JSON-RPC body must be an object or a non-empty batch array")
+        required = base
+        for item in message:
+            if not isinstance(item, dict):
+                raise InvalidRequest("every JSON-RPC batch entry must be an object")
+            extra = self._message_scopes(item)
+            if extra:
+                required = required | extra
+        return required
+
+    def _message_scopes(self, message: dict[str, Any]) -> frozenset[str]:
+        if message.get("method") != "tools/call":
+            return _NONE
+        params = message.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        if not isinstance(name, str):
+            raise InvalidRequest("tools/call needs a string params.name")
+        return self.tool_scopes(name)
+
+
+def load_policy(settings: Settings) -> Policy:
+    """The policy file named by MCP_GATEWAY_POLICY, or the built-in default."""
+    if settings.policy_file is None:
+        return Policy.default()
+    return Policy.load(settings.policy_file)
+
+
+def _extend(base: _Spec, spec: _Spec) -> _Spec:
+    """The default with the file's rules added; a file rule replaces the same (method, path)
+    or tool pattern, and the file's globs are tried before the default's."""
+    tools = {**spec.tools, **{k: v for k, v in base.tools.items() if k not in spec.tools}}
+    return _Spec(routes={**base.routes, **spec.routes}, tools=tools)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    suffix = path.suffix.lower()
+    if suffix not in {".yaml", ".yml", ".toml"}:
+        raise PolicyError(f"{path}: policy files must end in .yaml, .yml or .toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
+    try:
+        data = tomllib.loads(text) if suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise PolicyError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path}: the policy must be a mapping with 'routes' and 'tools'")
+    return data
+
+
+def _parse(data: Mapping[str, Any], source: str) -> _Spec:
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise PolicyError(f"{source}: unknown keys {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
+    if data.get("extends", "none") not in {"default", "none"}:
+        raise PolicyError(f"{source}: extends must be 'default' or 'none'")
+    routes = data.get("routes", [])
+    if not isinstance(routes, list):
+        raise PolicyError(f"{source}: 'routes' must be a list of rules")
+    parsed: dict[tuple[str, str], Decision] = {}
+    for index, entry in enumerate(routes):
+        parsed.update(_route(entry, f"{source}: routes[{index}]", parsed))
+    tools = data.get("tools", {})
+    if not isinstance(tools, dict):
+        raise PolicyError(f"{source}: 'tools' must map tool names (or globs) to scopes")
+    return _Spec(
+        routes=parsed,
+        tools={_tool(k, source): _scopes(v, f"{source}: tools[{k!r}]") for k, v in tools.items()},
+    )
+
+
+def _route(
+    entry: object, where: str, seen: Mapping[tuple[str, str], Decision]
+) -> dict[tuple[str, str], Decision]:
+    """One rule, expanded to one entry per method; a repeated (method, path) is an error."""
+    if not isinstance(entry, dict):
+        raise PolicyError(f"{where}: a rule must be a mapping with 'methods', 'path', 'scopes'")
+    unknown = set(entry) - ROUTE_KEYS
+    if unknown:
+        raise PolicyError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(ROUTE_KEYS)}")
+    path = _pattern(entry.get("path"), where)
+    where = f"{where} ({path})"
+    methods = _methods(entry.get("methods"), where)
+    flags = {k: entry.get(k, False) for k in ("public", "jsonrpc", "deny")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise PolicyError(f"{where}: '{name}' must be true or false")
+    scopes = _scopes(entry.get("scopes", ""), where)
+    if (flags["public"] or flags["deny"]) and (scopes or flags["jsonrpc"]):
+        raise PolicyError(f"{where}: a public or deny rule cannot also need scopes or jsonrpc")
+    if flags["public"] and flags["deny"]:
+        raise PolicyError(f"{where}: a rule cannot be both public and deny")
+    decision = _DENY if flags["deny"] else Decision(flags["public"], scopes, flags["jsonrpc"])
+    for method in methods:
+        if (method, path) in seen:
+            raise PolicyError(f"{where}: duplicate rule for {method} {path}")
+    return {(method, path): decision for method in methods}
+
+
+def _pattern(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise PolicyError(f"{where}: 'path' must be a string starting with '/'")
+    problem = _pattern_problem(value)
+    if problem:
+        raise PolicyError(f"{where}: bad path pattern {value!r}: {problem}")
+    return value
+
+
+def _pattern_problem(value: str) -> str | None:
+    if len(value) > 2048:
+        return "longer than 2048 characters"
+    if any(c <= " " or c == "\x7f" or c in "?#" for c in value):
+        return "spaces, control characters, '?' and '#' are not allowed"
+    if "*" in value[:-1]:
+        return "'*' is only allowed as the last character"
+    segments = value.rstrip("*").split("/")[1:-1]
+    if "" in segments or "." in segments or ".." in segments:
+        return "not canonical ('//', '.' or '..' segments never match a canonical path)"
+    return None
+
+
+def _methods(value: object, where: str) -> frozenset[str]:
+    names = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise PolicyError(f"{where}: 'methods' must be a method, a list of methods, or '*'")
+    upper = frozenset(n.upper() for n in names)
+    if "HEAD" in upper:
+        raise PolicyError(f"{where}: HEAD is matched by GET rules; list GET instead")
+    bad = upper - METHODS
+    if bad:
+        raise PolicyError(f"{where}: unknown methods {sorted(bad)}; known: {sorted(METHODS)}")
+    return upper
+
+
+def _scopes(value: object, where: str) -> frozenset[str]:
+    names = value.split() if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PolicyError(f"{where}: 'scopes' must be a list of scope names or a string")
+    unknown = set(names) - set(RESOURCE_SCOPES)
+    if unknown:
+        raise PolicyError(
+            f"{where}: unknown scopes {sorted(unknown)}; known: {', '.join(RESOURCE_SCOPES)}"
+        )
+    return frozenset(names)
+
+
+def _tool(name: object, source: str) -> str:
+    if not isinstance(name, str) or not _TOOL_PATTERN.fullmatch(name):
+        raise PolicyError(
+            f"{source}: tools: bad tool name {name!r} (letters, digits, _ . - / and '*' globs)"
+        )
+    return name
