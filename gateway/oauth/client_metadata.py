@@ -1,0 +1,410 @@
+"""Client ID Metadata Documents (PROTOCOL R6; draft-ietf-oauth-client-id-metadata-document).
+
+A client may use an https URL as its `client_id`; the document at that URL is its
+registered metadata. Rules applied, from the draft and the MCP authorization spec:
+
+- The URL "MUST have an https scheme, MUST contain a path component, MUST NOT contain
+  single-dot or double-dot path segments, MAY contain a query string component, MUST
+  NOT contain a fragment component, MUST NOT contain a username or password". A path
+  of just `/` does not count as a path component here.
+- The document "MUST contain a client_id property" equal to the URL by simple string
+  comparison; it MUST NOT carry `client_secret` / `client_secret_expires_at`, and no
+  shared-secret authentication method: only `none` (absent means `none`), so every
+  such client is public and must use PKCE.
+- `redirect_uris` is required; each must pass R3.
+
+Fetching: https only, no redirects followed, `application/json` (or `+json`) only,
+at most `max_bytes` (default 16 KiB: the draft suggests limiting the size, real
+documents are well under 2 KiB), one deadline of `timeout` seconds for the whole
+exchange, and every connection made through `gateway.netguard` (no private,
+loopback, link-local ... targets unless `allow_private`).
+
+Caching follows HTTP caching headers (`no-store`/`no-cache`/`max-age=0` → not cached,
+`s-maxage`/`max-age` minus `Age`, else `Expires`, else 5 minutes), clamped to
+[60 s, 24 h], in a bounded LRU. Failures are not cached.
+
+Every failure raises `InvalidClient` with a description naming the problem: to the
+authorization server a client whose document cannot be used is an unknown client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from email.utils import parsedate_to_datetime
+from urllib.parse import SplitResult, unquote, urlsplit
+
+import anyio
+import httpx
+
+from gateway.errors import InvalidClient
+from gateway.netguard import BlockedAddressError, GuardedTransport, host_problem
+from gateway.oauth.models import SUPPORTED_SCOPES, Client
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 16 * 1024
+DEFAULT_TTL = 300.0
+MIN_TTL = 60.0
+MAX_TTL = 86_400.0
+MAX_URL_LENGTH = 2048
+MAX_NAME_LENGTH = 200
+DEFAULT_SCOPE = "read write"
+DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
+ECHOED_URI_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
+ECHOED_TEXT_FIELDS = ("software_id", "software_version")
+FORBIDDEN_FIELDS = ("client_secret", "client_secret_expires_at")
+LOOPBACK_REDIRECT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+DANGEROUS_SCHEMES = frozenset(
+    {"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "view-source"}
+)
+_USER_AGENT = "memory-gateway client-metadata fetcher"
+
+
+def is_client_metadata_url(value: str) -> bool:
+    """True for strings that look like a CIMD `client_id`: an https URL with a path."""
+    if value[:8].lower() != "https://":
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return bool(parts.hostname) and parts.path not in ("", "/")
+
+
+def check_client_id_url(value: str) -> SplitResult:
+    """The draft's rules for a client identifier URL; raises InvalidClient naming the rule."""
+    if len(value) > MAX_URL_LENGTH:
+        raise _invalid(value, f"is longer than {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in value):
+        raise _invalid(value, "contains whitespace, control characters or a backslash")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise _invalid(value, "is not a valid URL") from None
+    problem = _client_id_url_problem(value, parts)
+    if problem:
+        raise _invalid(value, problem)
+    return parts
+
+
+def _client_id_url_problem(value: str, parts: SplitResult) -> str | None:
+    if parts.scheme != "https":
+        return "must use the https scheme"
+    if "@" in parts.netloc:
+        return "must not contain a username or password"
+    if not parts.hostname:
+        return "has no host"
+    if "#" in value:
+        return "must not contain a fragment"
+    if parts.path in ("", "/"):
+        return "must contain a path"
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        return "must not contain . or .. path segments"
+    return None
+
+
+def redirect_uri_problem(uri: object, allowed_schemes: Iterable[str] = ()) -> str | None:
+    """R3 for one redirect URI: why it is refused, or None.
+
+    TODO(lead): private stand-in for the shared R3 validator in gateway/oauth/; replace
+    once that exists so registration and CIMD apply exactly the same rule.
+    """
+    if not isinstance(uri, str) or not uri:
+        return "must be a non-empty string"
+    if len(uri) > MAX_URL_LENGTH or any(c.isspace() or ord(c) < 0x20 for c in uri):
+        return "is too long or contains whitespace or control characters"
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "is not a valid URI"
+    scheme = parts.scheme.lower()
+    if not scheme:
+        return "must be an absolute URI"
+    if "#" in uri:
+        return "must not contain a fragment"
+    if scheme in DANGEROUS_SCHEMES:
+        return f"uses the forbidden scheme {scheme}:"
+    if scheme in ("http", "https"):
+        return _web_redirect_problem(scheme, parts)
+    if scheme in {s.lower().rstrip(":") for s in allowed_schemes}:
+        return None
+    return f"uses the private-use scheme {scheme}:, which the operator has not allowed"
+
+
+def _web_redirect_problem(scheme: str, parts: SplitResult) -> str | None:
+    if "@" in parts.netloc:
+        return "must not contain a username or password"
+    if not parts.hostname:
+        return "has no host"
+    if scheme == "http" and parts.hostname not in LOOPBACK_REDIRECT_HOSTS:
+        return "may use http only on localhost, 127.0.0.1 or [::1]"
+    return None
+
+
+def client_from_document(
+    client_id: str, document: object, allowed_schemes: Iterable[str] = ()
+) -> Client:
+    """Validate a fetched metadata document and turn it into a public `Client`."""
+    if not isinstance(document, dict):
+        raise _invalid(client_id, "document is not a JSON object")
+    if document.get("client_id") != client_id:
+        raise _invalid(client_id, "document's client_id does not equal its URL")
+    for name in FORBIDDEN_FIELDS:
+        if name in document:
+            raise _invalid(client_id, f"document must not contain {name}")
+    method = document.get("token_endpoint_auth_method", "none")
+    if method != "none":
+        raise _invalid(client_id, "document's token_endpoint_auth_method must be none")
+    return Client(
+        client_id=client_id,
+        redirect_uris=_redirect_uris(client_id, document.get("redirect_uris"), allowed_schemes),
+        token_endpoint_auth_method="none",
+        grant_types=_grant_types(client_id, document.get("grant_types")),
+        response_types=_response_types(client_id, document.get("response_types")),
+        scope=_scope(document.get("scope")),
+        client_name=_client_name(document.get("client_name")),
+        source="cimd",
+        metadata=_echoed(document),
+    )
+
+
+def _redirect_uris(client_id: str, value: object, allowed: Iterable[str]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _invalid(client_id, "document must list at least one redirect_uri")
+    schemes = tuple(allowed)
+    for uri in value:
+        problem = redirect_uri_problem(uri, schemes)
+        if problem:
+            raise _invalid(client_id, f"redirect_uri {str(uri)[:200]!r} {problem}")
+    return tuple(value)
+
+
+def _grant_types(client_id: str, value: object) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_GRANT_TYPES
+    if not isinstance(value, list) or "authorization_code" not in value:
+        raise _invalid(client_id, "document's grant_types must include authorization_code")
+    return tuple(g for g in DEFAULT_GRANT_TYPES if g in value)
+
+
+def _response_types(client_id: str, value: object) -> tuple[str, ...]:
+    if value is not None and (not isinstance(value, list) or "code" not in value):
+        raise _invalid(client_id, "document's response_types must include code")
+    return ("code",)
+
+
+def _scope(value: object) -> str:
+    """The document's scopes we support; the default when it names none of them."""
+    requested = set(value.split()) if isinstance(value, str) else set()
+    granted = [s for s in SUPPORTED_SCOPES if s in requested]
+    return " ".join(granted) if granted else DEFAULT_SCOPE
+
+
+def _client_name(value: object) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[:MAX_NAME_LENGTH]
+
+
+def _echoed(document: Mapping[str, object]) -> dict[str, object]:
+    """Display fields worth keeping; URI fields only when http(s), so no page links to
+    a `javascript:` URL taken from a document anyone can publish."""
+    echoed: dict[str, object] = {}
+    for name in ECHOED_URI_FIELDS:
+        value = document.get(name)
+        if isinstance(value, str) and value.lower().startswith(("https://", "http://")):
+            echoed[name] = value[:MAX_URL_LENGTH]
+    for name in ECHOED_TEXT_FIELDS:
+        value = document.get(name)
+        if isinstance(value, str):
+            echoed[name] = value[:MAX_NAME_LENGTH]
+    contacts = document.get("contacts")
+    if isinstance(contacts, list) and all(isinstance(c, str) for c in contacts):
+        echoed["contacts"] = list(contacts[:10])
+    return echoed
+
+
+def cache_ttl(headers: Mapping[str, str], now: float) -> float:
+    """Seconds a response may be reused per its caching headers (RFC 9111); 0: never."""
+    directives = _cache_directives(headers.get("cache-control", ""))
+    if "no-store" in directives or "no-cache" in directives:
+        return 0.0
+    age = _whole_number(headers.get("age")) or 0
+    lifetime = _whole_number(directives.get("s-maxage"))
+    if lifetime is None:
+        lifetime = _whole_number(directives.get("max-age"))
+    fresh = float(lifetime - age) if lifetime is not None else _expires(headers, now)
+    if fresh is None:
+        return DEFAULT_TTL
+    return 0.0 if fresh <= 0 else min(max(fresh, MIN_TTL), MAX_TTL)
+
+
+def _cache_directives(value: str) -> dict[str, str | None]:
+    directives: dict[str, str | None] = {}
+    for item in value.split(","):
+        name, _, argument = item.strip().partition("=")
+        if name:
+            directives[name.strip().lower()] = argument.strip().strip('"') or None
+    return directives
+
+
+def _whole_number(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip())
+
+
+def _expires(headers: Mapping[str, str], now: float) -> float | None:
+    if "expires" not in headers:
+        return None
+    expires = _http_date(headers["expires"])
+    if expires is None:
+        return 0.0  # RFC 9111 §5.3: an invalid Expires means already expired
+    date = _http_date(headers.get("date", ""))
+    return expires - (date if date is not None else now)
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _invalid(client_id: str, problem: str) -> InvalidClient:
+    return InvalidClient(f"client metadata document {client_id[:200]!r}: {problem}")
+
+
+class _ClientCache:
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Client]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> Client | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: str, client: Client, expires_at: float) -> None:
+        self._entries[key] = (expires_at, client)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+class ClientMetadataResolver:
+    """Fetches, validates and caches client metadata documents (see module doc).
+
+    `transport` replaces the guarded transport (tests, or a deployment with its own
+    egress control); the URL checks, including refusing private IP literals, still
+    apply, but connection-level address checks are then the transport's job.
+    """
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool = False,
+        timeout: float = 5.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        verify: ssl.SSLContext | bool = True,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+        allowed_redirect_schemes: Iterable[str] = (),
+        cache_size: int = 1024,
+    ) -> None:
+        self.allow_private = allow_private
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.allowed_redirect_schemes = tuple(allowed_redirect_schemes)
+        self._clock = clock
+        self._cache = _ClientCache(cache_size)
+        self._http = httpx.AsyncClient(
+            transport=transport or GuardedTransport(allow_private=allow_private, verify=verify),
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+            headers={
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+                "User-Agent": _USER_AGENT,
+            },
+        )
+
+    async def resolve(self, client_id: str) -> Client:
+        parts = check_client_id_url(client_id)
+        problem = host_problem(parts.hostname or "", allow_private=self.allow_private)
+        if problem:
+            raise _invalid(client_id, f"host refused: {problem}")
+        cached = self._cache.get(client_id, self._clock())
+        if cached is not None:
+            return cached
+        document, ttl = await self._fetch(client_id)
+        try:
+            client = client_from_document(client_id, document, self.allowed_redirect_schemes)
+        except InvalidClient as exc:
+            logger.warning("client metadata document refused: %s", exc.description)
+            raise
+        if ttl > 0:
+            self._cache.put(client_id, client, self._clock() + ttl)
+        return client
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _fetch(self, client_id: str) -> tuple[object, float]:
+        try:
+            with anyio.fail_after(self.timeout):
+                async with self._http.stream("GET", client_id) as response:
+                    self._check_response(client_id, response)
+                    body = await self._read_capped(client_id, response)
+                    ttl = cache_ttl(response.headers, self._clock())
+        except TimeoutError:
+            raise self._failed(client_id, f"no answer within {self.timeout:g} s") from None
+        except BlockedAddressError as exc:
+            raise self._failed(client_id, f"host refused: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise self._failed(client_id, f"fetch failed ({type(exc).__name__})") from None
+        try:
+            return json.loads(body.decode("utf-8")), ttl
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise self._failed(client_id, "document is not valid UTF-8 JSON") from None
+
+    def _check_response(self, client_id: str, response: httpx.Response) -> None:
+        if response.is_redirect:
+            raise self._failed(client_id, f"answered with a redirect ({response.status_code})")
+        if response.status_code != 200:
+            raise self._failed(client_id, f"answered HTTP {response.status_code}")
+        media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json" and not (
+            media.startswith("application/") and media.endswith("+json")
+        ):
+            raise self._failed(client_id, f"content type {media or 'none'} is not JSON")
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise self._failed(client_id, f"content encoding {encoding} is not accepted")
+        length = _whole_number(response.headers.get("content-length"))
+        if length is not None and length > self.max_bytes:
+            raise self._failed(client_id, f"document is larger than {self.max_bytes} bytes")
+
+    async def _read_capped(self, client_id: str, response: httpx.Response) -> bytes:
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body.extend(chunk)
+            if len(body) > self.max_bytes:
+                raise self._failed(client_id, f"document is larger than {self.max_bytes} bytes")
+        return bytes(body)
+
+    def _failed(self, client_id: str, problem: str) -> InvalidClient:
+        logger.warning("client metadata document %s refused: %s", client_id[:200], problem)
+        return _invalid(client_id, problem)
