@@ -1,0 +1,248 @@
+"""Credentials → Principal, and the 401/403 responses of a protected route.
+
+Credentials (PROTOCOL J2, J4): `Authorization: Bearer <JWT>` checked by TokenService
+for this resource's audience and then against revocation; or the legacy `MCP_API_KEY`
+as a Bearer token or in `X-API-Key`, compared in constant time, acting as subject and
+client `api-key` with scopes `read write admin`. With OAuth disabled only the key works.
+
+Challenges (PROTOCOL D5, D6, RFC 6750 §3): a 401 names the resource metadata and the
+scopes the route needs, and carries `error="invalid_token"` only when a token was sent;
+a 403 `insufficient_scope` names every scope the operation needs. Responses are raw
+ASGI pieces built once per distinct (scopes, error) and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from gateway.errors import InvalidRequest, InvalidToken, OAuthError, TemporarilyUnavailable
+from gateway.oauth.tokens import AccessToken, TokenService
+from gateway.principal import Principal
+
+API_KEY_SCOPES = frozenset({"read", "write", "admin"})
+API_KEY_IDENTITY = "api-key"
+_CACHE_LIMIT = 512
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    status: int
+    headers: Headers
+    body: bytes
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        tokens: TokenService | None,
+        resource: str,
+        api_key: str | None,
+        is_revoked: Callable[[AccessToken], bool],
+    ) -> None:
+        self._tokens = tokens
+        self._resource = resource
+        self._is_revoked = is_revoked
+        self._key_digest = _digest(api_key.encode()) if api_key else None
+        self._key_principal = Principal(
+            subject=API_KEY_IDENTITY,
+            client_id=API_KEY_IDENTITY,
+            scopes=API_KEY_SCOPES,
+            kind="api_key",
+        )
+
+    def authenticate(
+        self, authorization: bytes | None, api_key_header: bytes | None, *, query: bytes = b""
+    ) -> Principal | None:
+        """The request's principal; None when it sent no credentials at all.
+
+        Raises InvalidToken (401) for a credential that does not check out and
+        InvalidRequest (400) for a malformed or ambiguous one, or a token in the query.
+        """
+        if query and has_query_token(query):
+            raise InvalidRequest(
+                "access tokens in the query string are refused (OAuth 2.1): "
+                "send them in the Authorization header"
+            )
+        bearer = bearer_token(authorization) if authorization is not None else None
+        if api_key_header is not None:
+            key = api_key_header.strip()
+            if not key:
+                raise InvalidRequest("the X-API-Key header is empty")
+            if bearer is not None and bearer != key:
+                raise InvalidRequest("Authorization and X-API-Key carry different credentials")
+            if self._is_api_key(key):
+                return self._key_principal
+            raise InvalidToken("invalid API key")
+        if bearer is None:
+            return None
+        if self._is_api_key(bearer):
+            return self._key_principal
+        return self._verify(bearer)
+
+    def _is_api_key(self, value: bytes) -> bool:
+        # Comparing digests keeps the time independent of the key's length as well.
+        expected = self._key_digest
+        return expected is not None and hmac.compare_digest(_digest(value), expected)
+
+    def _verify(self, token: bytes) -> Principal:
+        if self._tokens is None:
+            raise InvalidToken("OAuth is disabled on this gateway: only the API key is accepted")
+        try:
+            claims = self._tokens.verify(token.decode("latin-1"), audience=self._resource)
+        except (ValueError, TypeError, KeyError):
+            raise InvalidToken("malformed token claims") from None
+        try:
+            revoked = self._is_revoked(claims)
+        except Exception:
+            # Fail closed: without a revocation answer the token is not accepted.
+            raise TemporarilyUnavailable("token revocation status is unavailable") from None
+        if revoked:
+            raise InvalidToken("token has been revoked")
+        return Principal(
+            subject=claims.subject,
+            client_id=claims.client_id,
+            scopes=claims.scopes,
+            kind="jwt",
+            token_id=claims.jti,
+        )
+
+
+def bearer_token(authorization: bytes) -> bytes | None:
+    """The token of a `Bearer` Authorization header (scheme case-insensitive, RFC 7235).
+
+    Another scheme counts as no credentials (RFC 6750 §3.1: an unsupported method gets
+    a challenge without an error code); `Bearer` without a single token is malformed.
+    """
+    scheme, _, rest = authorization.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    token = rest.strip()
+    if not token or b" " in token or b"\t" in token:
+        raise InvalidRequest("malformed Authorization header: expected 'Bearer <token>'")
+    return token
+
+
+def has_query_token(query: bytes) -> bool:
+    """True when the query string has an `access_token` parameter (RFC 6750 §2.3)."""
+    if b"access_token" not in query and b"%" not in query:
+        return False
+    for pair in query.split(b"&"):
+        name = pair.partition(b"=")[0]
+        if b"%" in name or b"+" in name:
+            name = unquote_to_bytes(name.replace(b"+", b" "))
+        if name == b"access_token":
+            return True
+    return False
+
+
+class Challenges:
+    """401/403 responses of protected routes, precomputed and cached per distinct input."""
+
+    def __init__(self, resource_metadata_url: str) -> None:
+        self._metadata = f'resource_metadata="{_escape(resource_metadata_url)}"'
+        self._cache: dict[tuple[object, ...], RawResponse] = {}
+        self._denied = _raw(403, {"error": "access_denied", "error_description": _DENIED}, None)
+
+    def unauthorized(self, required: frozenset[str], error: OAuthError | None) -> RawResponse:
+        """D5: 401 challenge; no `error=` without credentials. Also renders a 400
+        invalid_request or 503 raised by `authenticate` with the same challenge."""
+        key: tuple[object, ...] = (
+            "401",
+            required,
+            None if error is None else type(error),
+            "" if error is None else error.description,
+        )
+        return self._cached(key, lambda: self._unauthorized(required, error))
+
+    def forbidden(self, required: frozenset[str]) -> RawResponse:
+        """D6: 403 insufficient_scope naming every scope the operation needs."""
+        return self._cached(("403", required), lambda: self._forbidden(required))
+
+    def denied(self) -> RawResponse:
+        """403 access_denied for a route no policy rule matches (no challenge: new
+        credentials would not help)."""
+        return _copy(self._denied)
+
+    def error(self, error: OAuthError) -> RawResponse:
+        """Any other OAuthError as plain RFC JSON, e.g. a malformed JSON-RPC body (400)."""
+        key = ("error", type(error), error.description)
+        return self._cached(key, lambda: _raw(error.status_code, error.body(), None, error))
+
+    def _unauthorized(self, required: frozenset[str], error: OAuthError | None) -> RawResponse:
+        params = [self._metadata]
+        if required:
+            params.append(f'scope="{_scope(required)}"')
+        if error is None:
+            body = {"error": "invalid_token", "error_description": _AUTH_REQUIRED}
+            return _raw(401, body, "Bearer " + ", ".join(params))
+        described = [f'error="{error.error}"']
+        if error.description:
+            described.append(f'error_description="{_escape(error.description)}"')
+        challenge = "Bearer " + ", ".join(described + params)
+        return _raw(error.status_code, error.body(), challenge, error)
+
+    def _forbidden(self, required: frozenset[str]) -> RawResponse:
+        scope = _scope(required)
+        challenge = f'Bearer error="insufficient_scope", scope="{scope}", {self._metadata}'
+        body = {
+            "error": "insufficient_scope",
+            "error_description": f"this operation needs the scopes: {scope}",
+        }
+        return _raw(403, body, challenge)
+
+    def _cached(self, key: tuple[object, ...], build: Callable[[], RawResponse]) -> RawResponse:
+        raw = self._cache.get(key)
+        if raw is None:
+            raw = build()
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[key] = raw
+        return _copy(raw)
+
+
+_AUTH_REQUIRED = "authentication required: send Authorization: Bearer <access token>"
+_DENIED = "no policy rule allows this method and path"
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def _scope(scopes: frozenset[str]) -> str:
+    return _escape(" ".join(sorted(scopes)))
+
+
+def _escape(value: str) -> str:
+    """A quoted-string body (RFC 9110 §5.6.4): printable ASCII only, `"` and `\\` escaped."""
+    printable = "".join(c if " " <= c <= "~" else "?" for c in value)
+    return printable.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _raw(
+    status: int, body: dict[str, str], challenge: str | None, error: OAuthError | None = None
+) -> RawResponse:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    headers: Headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if challenge is not None:
+        headers.append((b"www-authenticate", challenge.encode("ascii")))
+    if error is not None:
+        headers.extend(
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()
+        )
+    return RawResponse(status=status, headers=headers, body=payload)
+
+
+def _copy(raw: RawResponse) -> RawResponse:
+    # A fresh header list, so a caller appending CORS headers never alters the cache.
+    return RawResponse(status=raw.status, headers=list(raw.headers), body=raw.body)
