@@ -1,0 +1,192 @@
+"""PROTOCOL P3, P4: one request/response exchange with the upstream, streamed both ways.
+
+Memory stays bounded: request body chunks are written as they arrive with the upstream
+socket's backpressure (`drain`), response chunks are handed to the client as they are
+parsed and the upstream socket is not read while the client is slow. There is no limit
+on a stream's total length: only connect, response-header and idle timeouts.
+
+A client disconnect aborts the upstream connection, so the backend sees it too. The
+watcher that notices it costs a task, so it only runs for streamed responses, or once a
+response has taken longer than WATCH_AFTER seconds to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import OAuthError
+from gateway.proxy.errors import ClientGone, StaleConnection
+from gateway.proxy.headers import response_headers
+from gateway.proxy.upstream import UpstreamConnection, UpstreamPool
+
+Header = tuple[bytes, bytes]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+WATCH_AFTER = 0.05
+_CRLF = b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A request as it goes upstream. `body` is None when it streams from the client."""
+
+    method: str
+    target: bytes
+    headers: list[Header]
+    body: bytes | None
+    content_length: bytes | None = None
+
+
+class Forwarder:
+    def __init__(
+        self, pool: UpstreamPool, *, host: bytes, header_timeout: float, idle_timeout: float
+    ) -> None:
+        self.pool = pool
+        self.host_line = b"host: " + host + _CRLF
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+
+    async def __call__(self, request: Outgoing, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+        conn = await self._exchange(request, receive, gone)
+        watcher: asyncio.Task[None] | None = None
+        try:
+            if request.method == "HEAD":
+                conn.end_without_body()
+            start = {"type": "http.response.start", "status": conn.status}
+            start["headers"] = response_headers(conn.headers)
+            if conn.done:
+                await send(start)
+                body = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
+                conn.chunks = []
+                await send({"type": "http.response.body", "body": body})
+            else:
+                watcher = asyncio.create_task(_watch(receive, conn, gone))
+                await send(start)
+                try:
+                    await self._stream(conn, send, gone)
+                except OAuthError:
+                    # Too late for a 502/504: leaving the response incomplete makes the
+                    # server close the client connection, so the truncation is visible.
+                    conn.close()
+                    return
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        self.pool.release(conn)
+
+    async def _exchange(
+        self, request: Outgoing, receive: Receive, gone: asyncio.Event
+    ) -> UpstreamConnection:
+        """Send the request and read the response head; retry once on a stale connection."""
+        conn = await self.pool.acquire()
+        try:
+            await self._send_request(conn, request, receive)
+            await self._read_head(conn, receive, gone)
+        except StaleConnection:
+            conn.close()
+            if request.body is None or request.method not in IDEMPOTENT:
+                raise
+            conn = await self.pool.connect()
+            try:
+                await self._send_request(conn, request, receive)
+                await self._read_head(conn, receive, gone)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _send_request(
+        self, conn: UpstreamConnection, request: Outgoing, receive: Receive
+    ) -> None:
+        lines = [request.method.encode("ascii"), b" ", request.target, b" HTTP/1.1\r\n"]
+        lines.append(self.host_line)
+        for name, value in request.headers:
+            lines += (name, b": ", value, _CRLF)
+        if request.body is not None:
+            if request.body or request.method in ("POST", "PUT", "PATCH"):
+                lines += (b"content-length: ", str(len(request.body)).encode(), _CRLF)
+            lines += (_CRLF, request.body)
+            await conn.write(b"".join(lines))
+            return
+        chunked = request.content_length is None
+        if chunked:
+            lines.append(b"transfer-encoding: chunked\r\n\r\n")
+        else:
+            lines += (b"content-length: ", request.content_length or b"0", b"\r\n\r\n")
+        await conn.write(b"".join(lines))
+        await self._send_body(conn, receive, chunked)
+
+    async def _send_body(self, conn: UpstreamConnection, receive: Receive, chunked: bool) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            data: bytes = message.get("body", b"")
+            if data:
+                frame = b"%x\r\n%b\r\n" % (len(data), data) if chunked else data
+                async with asyncio.timeout(self.idle_timeout):
+                    await conn.write(frame)
+            if not message.get("more_body", False):
+                break
+        if chunked:
+            await conn.write(b"0\r\n\r\n")
+
+    async def _read_head(
+        self, conn: UpstreamConnection, receive: Receive, gone: asyncio.Event
+    ) -> None:
+        """Wait for the head; a client that leaves meanwhile aborts the upstream request."""
+        loop = asyncio.get_running_loop()
+        watchers: list[asyncio.Task[None]] = []
+
+        def start_watching() -> None:
+            watchers.append(loop.create_task(_watch(receive, conn, gone)))
+
+        timer = loop.call_later(WATCH_AFTER, start_watching)
+        try:
+            await conn.read_head(self.header_timeout)
+        except Exception:
+            if gone.is_set():
+                raise ClientGone from None
+            raise
+        finally:
+            timer.cancel()
+            for task in watchers:
+                task.cancel()
+
+    async def _stream(self, conn: UpstreamConnection, send: Send, gone: asyncio.Event) -> None:
+        message: Message = {"type": "http.response.body", "body": b"", "more_body": True}
+        while not conn.done:
+            try:
+                chunks = await conn.body(self.idle_timeout)
+            except Exception:
+                if gone.is_set():
+                    raise ClientGone from None
+                raise
+            for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if gone.is_set():
+                raise ClientGone
+        message["more_body"] = False
+        await send(message)
+
+
+async def _watch(receive: Receive, conn: UpstreamConnection, gone: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            conn.close()
+            return

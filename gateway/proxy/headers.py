@@ -1,0 +1,170 @@
+"""PROTOCOL P1, P6, J3: which request headers reach the upstream, and which come back.
+
+Client-sent identity headers are recognised after lower-casing and mapping `_` and `.`
+to `-` (servers such as Starlette, PHP or CGI gateways treat those spellings as the same
+header), so `X_Auth_Subject` or `x.auth.subject` cannot smuggle an identity past the
+strip. Hop-by-hop headers (RFC 9110 §7.6.1) and every header the client names in
+`Connection` are dropped. Credentials (`Authorization`, `X-API-Key`) are never
+forwarded (J3). `X-Forwarded-*` from the peer is kept and appended to only when the
+peer is a configured trusted proxy (P6); otherwise the gateway's own values replace it.
+
+`X-Request-Id`: a client-sent id is kept when it is a sane token (1-128 characters of
+`[A-Za-z0-9._-]`), so a caller can correlate its own logs; anything else is replaced by
+a fresh random id.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from gateway.principal import Principal
+
+Header = tuple[bytes, bytes]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# One C-level call: lower-case and map '_' and '.' to '-'.
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_.", b"abcdefghijklmnopqrstuvwxyz--")
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+    }
+)
+IDENTITY = frozenset(
+    {
+        b"x-auth-subject",
+        b"x-auth-client-id",
+        b"x-auth-scopes",
+        b"x-request-id",
+        b"x-real-ip",
+        b"forwarded",
+    }
+)
+CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
+# Routing and framing the gateway sets itself for the upstream hop.
+OWN = frozenset({b"host", b"content-length", b"expect"})
+REQUEST_DROP = HOP_BY_HOP | IDENTITY | CREDENTIALS | OWN
+RESPONSE_DROP = HOP_BY_HOP | frozenset({b"server", b"date"})
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+_PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def fold(name: bytes) -> bytes:
+    return name.translate(_FOLD)
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """Header names listed in a `Connection` header value, folded."""
+    return frozenset(fold(token.strip()) for token in value.split(b",") if token.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """What the gateway asserts about the client hop (P6)."""
+
+    peer: bytes
+    proto: bytes
+    host: bytes
+    trusted: bool
+
+
+def request_headers(
+    headers: Iterable[Header], principal: Principal | None, forwarding: Forwarding
+) -> list[Header]:
+    """The headers to send upstream, without Host and framing headers."""
+    headers = list(headers)
+    named = _named_in_connection(headers)
+    kept: list[Header] = []
+    request_id = b""
+    chain: list[bytes] = []
+    proto = host = b""
+    for name, value in headers:
+        key = name.translate(_FOLD)
+        if key.startswith(b"x-forwarded-"):
+            if forwarding.trusted:
+                if key == b"x-forwarded-for":
+                    chain.append(value)
+                elif key == b"x-forwarded-proto":
+                    proto = proto or value
+                elif key == b"x-forwarded-host":
+                    host = host or value
+            continue
+        if key in REQUEST_DROP or key in named:
+            if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+                request_id = request_id or value
+            continue
+        kept.append((name, value))
+    chain.append(forwarding.peer)
+    kept.append((b"x-forwarded-for", b", ".join(chain)))
+    kept.append((b"x-forwarded-proto", proto or forwarding.proto))
+    if host or forwarding.host:
+        kept.append((b"x-forwarded-host", host or forwarding.host))
+    kept.append((b"x-request-id", request_id or new_request_id()))
+    if principal is not None:
+        kept.extend(identity_headers(principal))
+    return kept
+
+
+def response_headers(headers: Iterable[Header]) -> list[Header]:
+    """Upstream response headers minus hop-by-hop ones and those named in Connection."""
+    headers = list(headers)
+    named = _named_in_connection(headers)
+    return [
+        (name, value)
+        for name, value in headers
+        if (key := name.translate(_FOLD)) not in RESPONSE_DROP and key not in named
+    ]
+
+
+def identity_headers(principal: Principal) -> list[Header]:
+    return [
+        (b"x-auth-subject", header_value(principal.subject)),
+        (b"x-auth-client-id", header_value(principal.client_id)),
+        (b"x-auth-scopes", header_value(" ".join(sorted(principal.scopes)))),
+    ]
+
+
+def header_value(text: str) -> bytes:
+    """A claim as a header value: non-printable characters are percent-encoded, so a
+    claim holding CR/LF cannot split or add headers."""
+    if text.isascii() and text.isprintable() and "%" not in text:
+        return text.encode("ascii")
+    return quote(text, safe=_PRINTABLE).encode("ascii")
+
+
+def new_request_id() -> bytes:
+    return os.urandom(12).hex().encode("ascii")
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(value, strict=False) for value in values)
+
+
+def is_trusted(peer: str, networks: tuple[Network, ...]) -> bool:
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def _named_in_connection(headers: list[Header]) -> frozenset[bytes]:
+    named: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.translate(_FOLD) in (b"connection", b"proxy-connection"):
+            named |= connection_tokens(value)
+    return named
