@@ -116,7 +116,7 @@ def metadata(value: Any) -> JSONObject:
         raise InvalidField("metadata", "must be a JSON object")
     try:
         _utf8(json.dumps(value, ensure_ascii=False, allow_nan=False), "metadata")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise InvalidField("metadata", "must be plain JSON (no NaN or Infinity)") from None
     return value
 
