@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway import cors
 from gateway.errors import InvalidRequest, OAuthError, PayloadTooLarge
 from gateway.principal import Principal
 from gateway.proxy.errors import ClientGone
@@ -63,42 +64,49 @@ class ProxyApp:
         self.proto = b"https" if settings.https_enabled else b"http"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _scan(scope["headers"])
+        cors_headers = cors.response_headers(found.origin)
+        if found.origin is not None and cors.is_preflight(scope["method"], scope["headers"]):
+            await send_raw(send, cors.preflight_response(), [])
+            return
         try:
-            await self._handle(scope, receive, send)
+            await self._handle(scope, found, cors_headers, receive, send)
         except Denied as denied:
-            await send_raw(send, denied.reply, [])
+            await send_raw(send, denied.reply, cors_headers)
         except OAuthError as exc:
-            await send_error(send, exc, [])
+            await send_error(send, exc, cors_headers)
         except ClientGone:
             return
 
     async def aclose(self) -> None:
         await self.pool.aclose()
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(
+        self, scope: Scope, found: _Found, cors_headers: list[Header], receive: Receive, send: Send
+    ) -> None:
         method: str = scope["method"]
         path = canonical_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
         decision = self.policy.match(method, path)
         if decision is None:
             raise Denied(self.challenges.denied())
-        found = _scan(scope["headers"])
-        principal = None if decision.public else self._authenticate(decision, found)
+        query: bytes = scope.get("query_string", b"")
+        principal = None if decision.public else self._authenticate(decision, found, query)
         body: bytes | None = None
         if not found.has_body:
             body = b""
         elif decision.inspect_jsonrpc and method == "POST" and principal is not None:
             body = await self._read_body(receive, found.content_length)
             self._check_tools(decision, principal, body)
-        target = path.encode("ascii")
-        if scope.get("query_string"):
-            target += b"?" + scope["query_string"]
+        target = path.encode("ascii") + b"?" + query if query else path.encode("ascii")
         headers = request_headers(scope["headers"], principal, self._forwarding(scope, found))
-        outgoing = Outgoing(method, target, headers, body, found.content_length)
+        outgoing = Outgoing(method, target, headers, body, found.content_length, cors_headers)
         await self.forward(outgoing, receive, send)
 
-    def _authenticate(self, decision: Decision, found: _Found) -> Principal:
+    def _authenticate(self, decision: Decision, found: _Found, query: bytes) -> Principal:
         try:
-            principal = self.authenticator.authenticate(found.authorization, found.api_key)
+            principal = self.authenticator.authenticate(
+                found.authorization, found.api_key, query=query
+            )
         except OAuthError as exc:
             raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
         if principal is None:
@@ -142,12 +150,13 @@ class ProxyApp:
 class _Found:
     """The few request headers the pipeline reads, found in one pass."""
 
-    __slots__ = ("api_key", "authorization", "content_length", "has_body", "host")
+    __slots__ = ("api_key", "authorization", "content_length", "has_body", "host", "origin")
 
     def __init__(self) -> None:
         self.authorization: bytes | None = None
         self.api_key: bytes | None = None
         self.content_length: bytes | None = None
+        self.origin: bytes | None = None
         self.host = b""
         self.has_body = False
 
@@ -166,4 +175,6 @@ def _scan(headers: list[Header]) -> _Found:
             found.has_body = value != b"0"
         elif name == b"transfer-encoding":
             found.has_body = True
+        elif name == b"origin":
+            found.origin = value
     return found

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import OAuthError
@@ -41,6 +41,7 @@ class Outgoing:
     headers: list[Header]
     body: bytes | None
     content_length: bytes | None = None
+    response_extra: list[Header] = field(default_factory=list)
 
 
 class Forwarder:
@@ -60,7 +61,7 @@ class Forwarder:
             if request.method == "HEAD":
                 conn.end_without_body()
             start = {"type": "http.response.start", "status": conn.status}
-            start["headers"] = response_headers(conn.headers)
+            start["headers"] = response_headers(conn.headers) + request.response_extra
             if conn.done:
                 await send(start)
                 body = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]

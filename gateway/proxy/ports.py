@@ -34,7 +34,7 @@ class Decision(Protocol):
 
 class Authenticator(Protocol):
     def authenticate(
-        self, authorization: bytes | None, api_key_header: bytes | None
+        self, authorization: bytes | None, api_key_header: bytes | None, *, query: bytes = b""
     ) -> Principal | None: ...
 
 

@@ -1,0 +1,57 @@
+"""The ProxyApp alone on uvicorn, with the real Authenticator, Challenges and default
+Policy and an HS256 token service, for tests and the benchmark.
+
+Run: python -m tests.proxy.gateway_server PORT UPSTREAM [KEY=VALUE settings overrides]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import uvicorn
+
+from gateway.auth import Authenticator, Challenges
+from gateway.oauth.keys import hs256_ring
+from gateway.oauth.tokens import TokenService
+from gateway.policy import Policy
+from gateway.proxy import ProxyApp
+from gateway.settings import Settings
+
+SECRET = "test-secret-key-that-is-long-enough-for-hs256"
+API_KEY = "test-api-key"
+ISSUER = "http://localhost:8000"
+
+
+def token_service() -> TokenService:
+    return TokenService(hs256_ring(SECRET), issuer=ISSUER, ttl=3600)
+
+
+def build(settings: Settings) -> ProxyApp:
+    return ProxyApp(
+        settings,
+        authenticator=Authenticator(
+            tokens=token_service(),
+            resource=settings.resource,
+            api_key=API_KEY,
+            is_revoked=lambda claims: False,
+        ),
+        challenges=Challenges(f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"),
+        policy=Policy.default(),
+    )
+
+
+def settings_from(upstream: str, overrides: list[str]) -> Settings:
+    settings = Settings(issuer=ISSUER, upstream=upstream, api_key=API_KEY, secret_key=SECRET)
+    values: dict[str, object] = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        values[key] = tuple(value.split(",")) if key == "trusted_proxies" else float(value)
+    return replace(settings, **values)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    port, upstream = int(sys.argv[1]), sys.argv[2]
+    app = build(settings_from(upstream, sys.argv[3:]))
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False, server_header=False, date_header=False)
