@@ -230,11 +230,11 @@ def _route(
     """One rule, expanded to one entry per method; a repeated (method, path) is an error."""
     if not isinstance(entry, dict):
         raise PolicyError(f"{where}: a rule must be a mapping with 'methods', 'path', 'scopes'")
+    path = _pattern(entry.get("path"), where)
+    where = f"{where} ({path})"
     unknown = set(entry) - ROUTE_KEYS
     if unknown:
         raise PolicyError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(ROUTE_KEYS)}")
-    path = _pattern(entry.get("path"), where)
-    where = f"{where} ({path})"
     methods = _methods(entry.get("methods"), where)
     flags = {k: entry.get(k, False) for k in ("public", "jsonrpc", "deny")}
     for name, value in flags.items():

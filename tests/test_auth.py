@@ -151,7 +151,7 @@ def test_j2_expired_token_is_refused(
 
 def test_j2_wrong_audience_is_refused(authn: Authenticator, tokens: TokenService) -> None:
     token = _issue(tokens, audience="https://other.test/mcp")
-    with pytest.raises(InvalidToken, match="(?i)audience"):
+    with pytest.raises(InvalidToken, match=r"(?i)audience"):
         authn.authenticate(_bearer(token), None)
 
 
