@@ -83,17 +83,21 @@ def _forbidden_kind(address: IPAddress) -> str | None:
 
 
 def _with_embedded(address: IPAddress) -> Iterator[IPAddress]:
-    yield address
     if not isinstance(address, ipaddress.IPv6Address):
+        yield address
         return
+    # Mapped and NAT64 addresses stand for exactly one IPv4 host: judge that host only.
     if address.ipv4_mapped is not None:
         yield address.ipv4_mapped
+        return
+    if address in _NAT64:
+        yield ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        return
+    yield address
     if address.sixtofour is not None:
         yield address.sixtofour
     if address.teredo is not None:
         yield address.teredo[1]
-    if address in _NAT64:
-        yield ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
 
 
 async def system_resolve(host: str, port: int) -> list[str]:

@@ -277,6 +277,12 @@ def _http_date(value: str) -> float | None:
         return None
 
 
+def _fetch_problem(exc: httpx.HTTPError) -> str:
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return "fetch failed: its TLS certificate is not trusted"
+    return f"fetch failed ({type(exc).__name__})"
+
+
 def _invalid(client_id: str, problem: str) -> InvalidClient:
     return InvalidClient(f"client metadata document {client_id[:200]!r}: {problem}")
 
@@ -369,12 +375,12 @@ class ClientMetadataResolver:
                     self._check_response(client_id, response)
                     body = await self._read_capped(client_id, response)
                     ttl = cache_ttl(response.headers, self._clock())
-        except TimeoutError:
+        except (TimeoutError, httpx.TimeoutException):
             raise self._failed(client_id, f"no answer within {self.timeout:g} s") from None
         except BlockedAddressError as exc:
             raise self._failed(client_id, f"host refused: {exc}") from None
         except httpx.HTTPError as exc:
-            raise self._failed(client_id, f"fetch failed ({type(exc).__name__})") from None
+            raise self._failed(client_id, _fetch_problem(exc)) from None
         try:
             return json.loads(body.decode("utf-8")), ttl
         except (UnicodeDecodeError, json.JSONDecodeError):
