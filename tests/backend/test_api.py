@@ -220,3 +220,10 @@ async def test_wrong_method_is_405_json(client: httpx.AsyncClient) -> None:
     response = await client.patch("/api/tags")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+async def test_event_stream_only_accepts_get(client: httpx.AsyncClient, method: str) -> None:
+    response = await client.request(method, "/api/events")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"

@@ -77,3 +77,42 @@ def test_console_script_serves_health(tmp_path: Path) -> None:
         process.terminate()
         # uvicorn shuts down cleanly, then re-raises the SIGTERM it caught.
         assert process.wait(timeout=10) in (0, -signal.SIGTERM)
+
+
+def start_backend(port: int, db: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [console_script(), "--port", str(port), "--db", str(db), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail("memory-backend did not come up")
+
+
+def test_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
+    db, port = tmp_path / "crash.db", free_port()
+    process = start_backend(port, db)
+    try:
+        stored = httpx.post(
+            f"http://127.0.0.1:{port}/api/memories", json={"content": "acked"}, timeout=5
+        )
+    finally:
+        process.kill()  # no shutdown hook, no checkpoint: only what was committed remains
+        process.wait(timeout=10)
+    assert stored.status_code == 200
+
+    process = start_backend(port, db)
+    try:
+        digest = stored.json()["content_hash"]
+        fetched = httpx.get(f"http://127.0.0.1:{port}/api/memories/{digest}", timeout=5)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert fetched.json()["content"] == "acked"
