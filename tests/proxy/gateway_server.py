@@ -54,4 +54,5 @@ if __name__ == "__main__":
     port, upstream = int(sys.argv[1]), sys.argv[2]
     app = build(settings_from(upstream, sys.argv[3:]))
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False, server_header=False, date_header=False)
+                log_level="warning", access_log=False, server_header=False, date_header=False,
+                proxy_headers=False)
