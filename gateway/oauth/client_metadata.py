@@ -34,7 +34,8 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -335,6 +336,7 @@ class ClientMetadataResolver:
         self.allowed_redirect_schemes = tuple(allowed_redirect_schemes)
         self._clock = clock
         self._cache = _ClientCache(cache_size)
+        self._inflight: dict[str, tuple[anyio.Lock, int]] = {}
         self._http = httpx.AsyncClient(
             transport=transport or GuardedTransport(allow_private=allow_private, verify=verify),
             timeout=httpx.Timeout(timeout),
@@ -355,6 +357,29 @@ class ClientMetadataResolver:
         cached = self._cache.get(client_id, self._clock())
         if cached is not None:
             return cached
+        async with self._single_flight(client_id):
+            # concurrent first requests for one URL share one fetch
+            cached = self._cache.get(client_id, self._clock())
+            return cached if cached is not None else await self._load(client_id)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @asynccontextmanager
+    async def _single_flight(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._inflight.get(key, (anyio.Lock(), 0))
+        self._inflight[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._inflight[key]
+            if users == 1:
+                del self._inflight[key]
+            else:
+                self._inflight[key] = (lock, users - 1)
+
+    async def _load(self, client_id: str) -> Client:
         document, ttl = await self._fetch(client_id)
         try:
             client = client_from_document(client_id, document, self.allowed_redirect_schemes)
@@ -364,9 +389,6 @@ class ClientMetadataResolver:
         if ttl > 0:
             self._cache.put(client_id, client, self._clock() + ttl)
         return client
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def _fetch(self, client_id: str) -> tuple[object, float]:
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import anyio
 import httpcore
 import pytest
 import trustme
@@ -729,3 +730,21 @@ async def test_r6_cache_is_bounded(site: Site, trust: ssl.SSLContext) -> None:
         assert site.hits == Counter({"/c0.json": 2, "/c1.json": 1, "/c2.json": 1})
     finally:
         await resolver.aclose()
+
+
+@pytest.mark.anyio
+async def test_r6_concurrent_first_requests_share_one_fetch(
+    site: Site, resolver: ClientMetadataResolver
+) -> None:
+    url = site.url("/client.json")
+    site.serve("/client.json", doc(url), delay=0.2)
+    results: list[str] = []
+
+    async def one() -> None:
+        results.append((await resolver.resolve(url)).client_id)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(one)
+    assert results == [url] * 5
+    assert site.hits["/client.json"] == 1
