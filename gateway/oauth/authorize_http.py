@@ -1,0 +1,135 @@
+"""HTTP handlers of the authorization endpoint and the consent form (PROTOCOL A1-A7)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from gateway.errors import AccessDenied, InvalidRequest, OAuthError
+from gateway.oauth.authorize import choose_redirect, new_code, redirect_url, validate_authorization
+from gateway.oauth.consent import consent_page, error_page
+from gateway.oauth.context import Context
+from gateway.oauth.dcr import same_secret
+from gateway.oauth.forms import single_params
+from gateway.oauth.models import Client
+from gateway.oauth.redirects import redirect_host
+from gateway.store.base import PendingConsent, hash_secret
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def unredirectable(request: Request, error: OAuthError) -> Response:
+    """A1: a bad client or redirect URI gets a page (HTML for browsers), never a redirect."""
+    if "text/html" in request.headers.get("accept", ""):
+        return error_page(error)
+    return JSONResponse(error.body(), status_code=400, headers=NO_STORE)
+
+
+@dataclass
+class AuthorizeHandler:
+    ctx: Context
+
+    async def __call__(self, request: Request) -> Response:
+        await self.ctx.limit("authorize", request)
+        query = request.query_params
+        try:
+            params = single_params(query, query.multi_items())
+            client = await self._client(params.get("client_id"))
+            redirect_uri, given = choose_redirect(client, params.get("redirect_uri"))
+        except OAuthError as exc:
+            return unredirectable(request, exc)
+        state = params.get("state")
+        try:
+            scope, challenge, resource = validate_authorization(
+                params, query.getlist("resource"), client, resource=self.ctx.settings.resource
+            )
+        except OAuthError as exc:
+            return error_redirect(self.ctx, redirect_uri, exc, state)
+        pending = PendingConsent(
+            id_hash="",
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            redirect_uri_given=given,
+            state=state,
+            code_challenge=challenge,
+            scope=scope,
+            resource=resource,
+            expires_at=self.ctx.clock() + self.ctx.settings.code_ttl,
+        )
+        if self.ctx.settings.consent == "auto":
+            return await approve(self.ctx, pending)
+        return await ask_consent(self.ctx, client, pending)
+
+    async def _client(self, client_id: str | None) -> Client:
+        if client_id is None:
+            raise InvalidRequest("client_id is required")
+        client = await self.ctx.find_client(client_id)
+        if client is None:
+            raise InvalidRequest("unknown client_id")
+        return client
+
+
+@dataclass
+class ConsentHandler:
+    """`POST /oauth/authorize/consent`: approve with MCP_API_KEY, or deny."""
+
+    ctx: Context
+
+    async def __call__(self, request: Request) -> Response:
+        await self.ctx.limit("authorize", request)
+        try:
+            form = await self.ctx.form(request)
+            pending = await self.ctx.store.take_consent(
+                hash_secret(form.get("consent_id", "")), self.ctx.clock()
+            )
+            if pending is None:
+                raise InvalidRequest("unknown, used or expired consent request")
+            client = await self.ctx.find_client(pending.client_id)
+            if client is None:
+                raise InvalidRequest("the client no longer exists")
+        except OAuthError as exc:
+            return unredirectable(request, exc)
+        if form.get("decision") != "approve":
+            denied = AccessDenied("the resource owner denied the request")
+            return error_redirect(self.ctx, pending.redirect_uri, denied, pending.state)
+        if not same_secret(form.get("api_key"), self.ctx.settings.api_key):
+            return await ask_consent(self.ctx, client, pending, failed=True)
+        return await approve(self.ctx, pending)
+
+
+async def approve(ctx: Context, pending: PendingConsent) -> Response:
+    code, record = new_code(pending, ttl=ctx.settings.code_ttl, now=ctx.clock())
+    await ctx.store.save_code(record)
+    params = {"code": code, "state": pending.state, "iss": ctx.settings.issuer}
+    return RedirectResponse(redirect_url(pending.redirect_uri, params), 302, headers=NO_STORE)
+
+
+async def ask_consent(
+    ctx: Context, client: Client, pending: PendingConsent, *, failed: bool = False
+) -> Response:
+    consent_id = secrets.token_urlsafe(32)
+    await ctx.store.save_consent(
+        PendingConsent(**{**vars(pending), "id_hash": hash_secret(consent_id)})
+    )
+    return consent_page(
+        consent_id=consent_id,
+        client_name=client.client_name or client.client_id,
+        redirect_host=redirect_host(pending.redirect_uri),
+        scope=pending.scope,
+        failed=failed,
+    )
+
+
+def error_redirect(
+    ctx: Context, redirect_uri: str, error: OAuthError, state: str | None
+) -> Response:
+    params = {
+        "error": error.error,
+        "error_description": error.description or None,
+        "state": state,
+        "iss": ctx.settings.issuer,
+    }
+    return RedirectResponse(redirect_url(redirect_uri, params), 302, headers=NO_STORE)

@@ -1,0 +1,55 @@
+"""The consent page (PROTOCOL A6): names the client, its redirect host and the scopes.
+
+The form carries only an opaque pending-request id stored server-side and taken once,
+so a forged or replayed form cannot approve anything.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from starlette.responses import HTMLResponse
+
+from gateway.errors import OAuthError
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+STYLE = "body{font-family:sans-serif;max-width:32em;margin:3em auto;line-height:1.5}"
+
+
+def consent_page(
+    *, consent_id: str, client_name: str, redirect_host: str, scope: str, failed: bool = False
+) -> HTMLResponse:
+    scopes = "".join(f"<li><code>{escape(s)}</code></li>" for s in scope.split())
+    warning = "<p><strong>Wrong API key; try again.</strong></p>" if failed else ""
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Authorize {escape(client_name)}</title>
+<style>{STYLE}</style></head><body>
+<h1>Authorize access</h1>
+<p><strong>{escape(client_name)}</strong> asks for access to this memory service.
+After approval you are sent back to <strong>{escape(redirect_host)}</strong>.</p>
+<p>Requested scopes:</p><ul>{scopes}</ul>{warning}
+<form method="post" action="/oauth/authorize/consent">
+<input type="hidden" name="consent_id" value="{escape(consent_id)}">
+<label>API key <input type="password" name="api_key" autocomplete="current-password"></label>
+<p><button type="submit" name="decision" value="approve">Approve</button>
+<button type="submit" name="decision" value="deny">Deny</button></p>
+</form></body></html>"""
+    return HTMLResponse(body, status_code=401 if failed else 200, headers=PAGE_HEADERS)
+
+
+def error_page(error: OAuthError) -> HTMLResponse:
+    """The 400 page for a request that must not be redirected (A1)."""
+    text = escape(error.description or error.error)
+    body = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Authorization '
+        f"error</title><style>{STYLE}</style></head><body><h1>Authorization error</h1>"
+        f"<p><code>{escape(error.error)}</code>: {text}</p></body></html>"
+    )
+    return HTMLResponse(body, status_code=400, headers=PAGE_HEADERS)

@@ -1,0 +1,55 @@
+"""What every authorization-server handler needs, built once by the server factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.requests import Request
+
+from gateway.oauth import client_auth
+from gateway.oauth.forms import read_form
+from gateway.oauth.models import Client
+from gateway.oauth.revocation import RevocationCache, Revoker
+from gateway.oauth.tokens import TokenService
+from gateway.ratelimit import RateLimiter
+from gateway.settings import Settings
+from gateway.store.base import Store
+
+
+class ClientResolver(Protocol):
+    """Resolves a `client_id` that is an https URL (Client ID Metadata Document)."""
+
+    async def resolve(self, client_id: str) -> Client: ...
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: Store
+    tokens: TokenService
+    revocations: RevocationCache
+    revoker: Revoker
+    limiter: RateLimiter
+    resolver: ClientResolver | None = None
+    clock: Callable[[], float] = field(default=time.time)
+
+    async def find_client(self, client_id: str) -> Client | None:
+        """A registered client, or one described by its metadata document URL."""
+        if self.resolver is not None and client_id.startswith("https://"):
+            return await self.resolver.resolve(client_id)
+        return await self.store.get_client(client_id)
+
+    async def form(self, request: Request) -> dict[str, str]:
+        return await read_form(request, self.settings.max_form_bytes)
+
+    async def authenticate(self, request: Request, form: dict[str, str]) -> Client:
+        return await client_auth.authenticate_client(
+            self.find_client, request.headers.get("authorization"), form, self.clock()
+        )
+
+    async def limit(self, bucket: str, request: Request) -> None:
+        address = request.client.host if request.client else "unknown"
+        await self.limiter.check(bucket, address)

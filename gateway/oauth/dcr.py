@@ -1,0 +1,164 @@
+"""Registration endpoints: RFC 7591 `POST /oauth/register`, RFC 7592 client configuration
+at `/oauth/register/{client_id}`, and the seed's `GET /oauth/clients/{client_id}`.
+
+Secrets and registration access tokens are returned once, at registration, and stored
+hashed. The debugging endpoint accepts the client's registration access token or
+`MCP_API_KEY`; without either it answers 401, so it never leaks client metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import (
+    InvalidClientMetadata,
+    InvalidToken,
+    NotFound,
+    TemporarilyUnavailable,
+)
+from gateway.oauth.context import Context
+from gateway.oauth.forms import read_json_object
+from gateway.oauth.models import Client
+from gateway.oauth.registration import client_document, client_from_metadata
+from gateway.store.base import hash_secret
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+# When the registry is full, never-used clients older than this make room.
+UNUSED_CLIENT_GRACE = 3600
+
+
+def bearer(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def same_secret(presented: str | None, expected: str | None) -> bool:
+    if presented is None or not expected:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+@dataclass
+class RegisterHandler:
+    ctx: Context
+
+    async def __call__(self, request: Request) -> Response:
+        await self.ctx.limit("register", request)
+        key = self.ctx.settings.dcr_registration_key
+        if key is not None and not same_secret(bearer(request), key):
+            raise InvalidToken(
+                "registration needs the initial access token", headers=BEARER_CHALLENGE
+            )
+        data = await read_json_object(request, self.ctx.settings.max_form_bytes)
+        now = int(self.ctx.clock())
+        client = client_from_metadata(
+            data,
+            client_id=f"mcp_client_{secrets.token_urlsafe(16)}",
+            issued_at=now,
+            allowed_schemes=self.ctx.settings.allowed_redirect_schemes,
+        )
+        secret = None if client.is_public else secrets.token_urlsafe(32)
+        registration_token = secrets.token_urlsafe(32)
+        client = dataclasses.replace(
+            client,
+            client_secret_hash=hash_secret(secret) if secret else None,
+            registration_token_hash=hash_secret(registration_token),
+        )
+        await self._store(client, now)
+        body = configuration_document(self.ctx, client)
+        body["registration_access_token"] = registration_token
+        if secret is not None:
+            body["client_secret"] = secret
+            body["client_secret_expires_at"] = 0
+        return JSONResponse(body, status_code=201, headers=NO_STORE)
+
+    async def _store(self, client: Client, now: int) -> None:
+        limit = self.ctx.settings.max_clients
+        if await self.ctx.store.add_client(client, limit=limit):
+            return
+        await self.ctx.store.prune_unused_clients(now - UNUSED_CLIENT_GRACE)
+        if not await self.ctx.store.add_client(client, limit=limit):
+            raise TemporarilyUnavailable("the client registry is full; try again later")
+
+
+def configuration_document(ctx: Context, client: Client) -> dict[str, object]:
+    uri = f"{ctx.settings.issuer}/oauth/register/{client.client_id}"
+    return {**client_document(client), "registration_client_uri": uri}
+
+
+async def client_for_token(ctx: Context, request: Request) -> Client:
+    """RFC 7592 §3: the client named in the path, if the registration token is its own."""
+    client = await ctx.store.get_client(request.path_params["client_id"])
+    token = bearer(request)
+    if client is None or client.registration_token_hash is None or token is None:
+        raise InvalidToken(
+            "a valid registration access token is required", headers=BEARER_CHALLENGE
+        )
+    if not hmac.compare_digest(hash_secret(token), client.registration_token_hash):
+        raise InvalidToken(
+            "a valid registration access token is required", headers=BEARER_CHALLENGE
+        )
+    return client
+
+
+@dataclass
+class ClientConfigurationHandler:
+    ctx: Context
+
+    async def __call__(self, request: Request) -> Response:
+        client = await client_for_token(self.ctx, request)
+        if request.method == "DELETE":
+            await self.ctx.store.delete_client(client.client_id)
+            return Response(status_code=204, headers=NO_STORE)
+        if request.method == "PUT":
+            client = await self._update(request, client)
+        return JSONResponse(configuration_document(self.ctx, client), headers=NO_STORE)
+
+    async def _update(self, request: Request, client: Client) -> Client:
+        data = await read_json_object(request, self.ctx.settings.max_form_bytes)
+        if data.get("client_id") != client.client_id:
+            raise InvalidClientMetadata("client_id must match the client being updated")
+        updated = client_from_metadata(
+            data,
+            client_id=client.client_id,
+            issued_at=client.client_id_issued_at,
+            allowed_schemes=self.ctx.settings.allowed_redirect_schemes,
+        )
+        if updated.is_public != client.is_public:
+            raise InvalidClientMetadata(
+                "token_endpoint_auth_method cannot switch public/confidential"
+            )
+        updated = dataclasses.replace(
+            updated,
+            client_secret_hash=client.client_secret_hash,
+            client_secret_expires_at=client.client_secret_expires_at,
+            registration_token_hash=client.registration_token_hash,
+        )
+        await self.ctx.store.replace_client(updated)
+        return updated
+
+
+@dataclass
+class ClientInfoHandler:
+    """The seed's debugging endpoint; secrets are never shown."""
+
+    ctx: Context
+
+    async def __call__(self, request: Request) -> Response:
+        token = bearer(request)
+        if same_secret(token, self.ctx.settings.api_key):
+            client = await self.ctx.store.get_client(request.path_params["client_id"])
+            if client is None:
+                raise NotFound("no such client")
+        else:
+            client = await client_for_token(self.ctx, request)
+        body = client_document(client)
+        body["has_client_secret"] = client.client_secret_hash is not None
+        return JSONResponse(body, headers=NO_STORE)

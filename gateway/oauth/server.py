@@ -1,0 +1,227 @@
+"""The authorization server: routes, wiring and background tasks (composition root of
+everything under `/.well-known/*` and `/oauth/*`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from gateway.errors import NO_STORE, OAuthError, ServerError, render_oauth_error
+from gateway.oauth import metadata
+from gateway.oauth.authorize_http import AuthorizeHandler, ConsentHandler
+from gateway.oauth.context import ClientResolver, Context
+from gateway.oauth.cors import PublicCorsMiddleware
+from gateway.oauth.dcr import ClientConfigurationHandler, ClientInfoHandler, RegisterHandler
+from gateway.oauth.introspection import IntrospectHandler
+from gateway.oauth.revocation import RevocationCache, Revoker
+from gateway.oauth.revoke import RevokeHandler
+from gateway.oauth.token import TokenHandler
+from gateway.oauth.tokens import TokenService
+from gateway.ratelimit import RateLimiter
+from gateway.settings import Settings
+from gateway.store.base import Store, open_store
+
+__all__ = [
+    "AuthorizationServer",
+    "ClientResolver",
+    "Store",
+    "build_authorization_server",
+    "is_authorization_path",
+]
+
+logger = logging.getLogger("gateway.oauth")
+REVOCATION_REFRESH_SECONDS = 2.0
+MAINTENANCE_SECONDS = 60.0
+# Registered clients that never obtained a token are dropped after this long (R5).
+UNUSED_CLIENT_TTL = 7 * 24 * 3600
+ALIASES = frozenset({"/authorize", "/token", "/register"})
+CORS_PATHS = frozenset(
+    {"/oauth/token", "/token", "/oauth/register", "/register", "/oauth/revoke", "/oauth/jwks"}
+)
+
+
+def is_authorization_path(path: str) -> bool:
+    return path.startswith(("/.well-known/", "/oauth/")) or path == "/oauth" or path in ALIASES
+
+
+def _public_cors(path: str) -> bool:
+    return path.startswith("/.well-known/") or path in CORS_PATHS
+
+
+@dataclass
+class AuthorizationServer:
+    app: ASGIApp
+    revocations: RevocationCache
+    store: Store
+    context: Context | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def startup(self) -> None:
+        await self.store.open()
+        await self.revocations.refresh()
+        self._tasks = [
+            asyncio.create_task(self.revocations.run(REVOCATION_REFRESH_SECONDS)),
+            asyncio.create_task(self._maintain()),
+        ]
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for close in self.closers:
+            await close()
+        await self.store.close()
+
+    async def _maintain(self) -> None:
+        clock = self.context.clock if self.context else time.time
+        while True:
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+            try:
+                now = clock()
+                await self.store.prune(now)
+                await self.store.prune_unused_clients(now - UNUSED_CLIENT_TTL)
+            except Exception:
+                logger.exception("pruning OAuth state failed")
+
+
+def build_authorization_server(
+    settings: Settings,
+    *,
+    tokens: TokenService,
+    store: Store | None = None,
+    client_resolver: ClientResolver | None = None,
+    clock: Callable[[], float] = time.time,
+) -> AuthorizationServer:
+    if settings.consent == "auto" and not settings.issuer_is_loopback:
+        logger.warning(
+            "MCP_OAUTH_CONSENT=auto on a non-loopback issuer (%s): every authorization "
+            "request is approved without asking anyone",
+            settings.issuer,
+        )
+    store = store if store is not None else open_store(settings.storage)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if client_resolver is None and settings.cimd_enabled:
+        client_resolver, close = _default_resolver(settings, clock)
+        closers.append(close)
+    cache = RevocationCache(store, clock=clock)
+    ctx = Context(
+        settings=settings,
+        store=store,
+        tokens=tokens,
+        revocations=cache,
+        revoker=Revoker(store, cache, access_ttl=tokens.ttl, clock=clock),
+        limiter=RateLimiter(store, settings.rate_limit_per_minute, clock=clock),
+        resolver=client_resolver if settings.cimd_enabled else None,
+        clock=clock,
+    )
+    app = Starlette(
+        routes=routes(ctx),
+        exception_handlers={
+            OAuthError: render_oauth_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+    return AuthorizationServer(
+        app=PublicCorsMiddleware(app, _public_cors),
+        revocations=cache,
+        store=store,
+        context=ctx,
+        closers=closers,
+    )
+
+
+def routes(ctx: Context) -> list[BaseRoute]:
+    settings = ctx.settings
+    cimd = ctx.resolver is not None
+    algorithm = ctx.tokens.ring.active.algorithm
+    as_doc = _json(metadata.authorization_server_metadata(settings, cimd=cimd))
+    oidc_doc = _json(metadata.openid_configuration(settings, cimd=cimd, algorithm=algorithm))
+    prm_doc = _json(metadata.protected_resource_metadata(settings))
+    jwks = _json(ctx.tokens.ring.jwks())
+    # Bound methods: Starlette treats a callable instance as a raw ASGI app.
+    register = RegisterHandler(ctx).__call__
+    authorize = AuthorizeHandler(ctx).__call__
+    token = TokenHandler(ctx).__call__
+    get = ["GET"]
+    return [
+        Route("/.well-known/oauth-authorization-server", as_doc, methods=get),
+        Route("/.well-known/oauth-authorization-server/mcp", as_doc, methods=get),
+        Route("/.well-known/openid-configuration", oidc_doc, methods=get),
+        Route("/.well-known/openid-configuration/mcp", oidc_doc, methods=get),
+        Route("/.well-known/oauth-protected-resource", prm_doc, methods=get),
+        Route("/.well-known/oauth-protected-resource/mcp", prm_doc, methods=get),
+        Route(metadata.JWKS_PATH, jwks, methods=get),
+        Route("/.well-known/jwks.json", jwks, methods=get),
+        Route("/oauth/register", register, methods=["POST"]),
+        Route("/register", register, methods=["POST"]),
+        Route(
+            "/oauth/register/{client_id}",
+            ClientConfigurationHandler(ctx).__call__,
+            methods=["GET", "PUT", "DELETE"],
+        ),
+        Route("/oauth/clients/{client_id}", ClientInfoHandler(ctx).__call__, methods=get),
+        Route("/oauth/authorize", authorize, methods=get),
+        Route("/authorize", authorize, methods=get),
+        Route("/oauth/authorize/consent", ConsentHandler(ctx).__call__, methods=["POST"]),
+        Route("/oauth/token", token, methods=["POST"]),
+        Route("/token", token, methods=["POST"]),
+        Route("/oauth/revoke", RevokeHandler(ctx).__call__, methods=["POST"]),
+        Route("/oauth/introspect", IntrospectHandler(ctx).__call__, methods=["POST"]),
+    ]
+
+
+def _json(document: Any) -> Callable[[Request], Awaitable[Response]]:
+    body = json.dumps(document, separators=(",", ":")).encode()
+
+    async def endpoint(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    names = {404: "not_found", 405: "method_not_allowed"}
+    body = {"error": names.get(exc.status_code, "invalid_request"), "error_description": exc.detail}
+    return Response(
+        json.dumps(body),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers={**NO_STORE, **(exc.headers or {})},
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error in the authorization server", exc_info=exc)
+    return ServerError("internal error").response()
+
+
+def _default_resolver(
+    settings: Settings, clock: Callable[[], float]
+) -> tuple[ClientResolver, Callable[[], Awaitable[None]]]:
+    from gateway.oauth.client_metadata import ClientMetadataResolver
+
+    resolver = ClientMetadataResolver(
+        allow_private=settings.cimd_allow_private,
+        allowed_redirect_schemes=settings.allowed_redirect_schemes,
+        clock=clock,
+    )
+    return resolver, resolver.aclose

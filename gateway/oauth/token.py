@@ -1,0 +1,171 @@
+"""The token endpoint (RFC 6749 §3.2, PROTOCOL T1-T6): one function per grant."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import (
+    NO_STORE,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidTarget,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from gateway.oauth import refresh
+from gateway.oauth.context import Context
+from gateway.oauth.models import Client
+from gateway.oauth.pkce import verifier_matches
+from gateway.oauth.resource import resolve_resource
+from gateway.oauth.scopes import format_scope, grant_scopes, narrow_scopes, parse_scope
+from gateway.store.base import AuthorizationCode, hash_secret
+
+Body = dict[str, object]
+Grant = Callable[[Context, Client, Mapping[str, str]], Awaitable[Body]]
+
+
+def required(form: Mapping[str, str], name: str) -> str:
+    value = form.get(name)
+    if value is None:
+        raise InvalidRequest(f"the {name} parameter is required")
+    return value
+
+
+def requested_resource(form: Mapping[str, str], resource: str) -> str:
+    return resolve_resource([form["resource"]] if "resource" in form else [], resource)
+
+
+def check_code(
+    code: AuthorizationCode, client: Client, form: Mapping[str, str], now: float
+) -> None:
+    """Everything a first-use code is bound to (A3, A4, A7; RFC 6749 §4.1.3)."""
+    if code.expires_at <= now:
+        raise InvalidGrant("authorization code expired")
+    if code.client_id != client.client_id:
+        raise InvalidGrant("authorization code was issued to another client")
+    redirect_uri = form.get("redirect_uri")
+    if (code.redirect_uri_given or redirect_uri is not None) and redirect_uri != code.redirect_uri:
+        raise InvalidGrant("redirect_uri does not match the authorization request")
+    verifier = form.get("code_verifier")
+    if code.code_challenge is None and verifier is not None:
+        raise InvalidGrant("code_verifier sent but no code_challenge was given")
+    if code.code_challenge is not None:
+        if verifier is None:
+            raise InvalidRequest("code_verifier is required")
+        if not verifier_matches(verifier, code.code_challenge):
+            raise InvalidGrant("PKCE verification failed")
+    if requested_resource(form, code.resource) != code.resource:
+        raise InvalidTarget("resource differs from the authorization request")
+
+
+async def authorization_code(ctx: Context, client: Client, form: Mapping[str, str]) -> Body:
+    redemption = await ctx.store.redeem_code(hash_secret(required(form, "code")))
+    if redemption is None:
+        raise InvalidGrant("unknown or expired authorization code")
+    code = redemption.code
+    if not redemption.first_use:
+        await ctx.revoker.revoke_family(code.family)
+        raise InvalidGrant("authorization code already used; tokens issued from it are revoked")
+    now = ctx.clock()
+    check_code(code, client, form, now)
+    scopes = parse_scope(code.scope)
+    refresh_token = None
+    if "offline_access" in scopes and "refresh_token" in client.grant_types:
+        refresh_token = refresh.new_refresh_token()
+        await ctx.store.save_refresh(
+            refresh.refresh_record(
+                refresh_token,
+                family=code.family,
+                client_id=client.client_id,
+                subject=code.subject,
+                scope=code.scope,
+                resource=code.resource,
+                now=now,
+                ttl=ctx.settings.refresh_token_ttl,
+            )
+        )
+    return token_body(ctx, client, code.subject, scopes, code.resource, code.family, refresh_token)
+
+
+async def refresh_token(ctx: Context, client: Client, form: Mapping[str, str]) -> Body:
+    presented = required(form, "refresh_token")
+    now = ctx.clock()
+    current = await refresh.find_current(ctx.store, presented, client, now)
+    if ctx.revocations.is_family_revoked(current.family):
+        raise InvalidGrant("this grant has been revoked")
+    scopes = narrow_scopes(form.get("scope"), parse_scope(current.scope))
+    if requested_resource(form, current.resource) != current.resource:
+        raise InvalidTarget("resource differs from the original grant")
+    successor = await refresh.rotate(
+        ctx.store,
+        ctx.revoker,
+        presented,
+        current,
+        now=now,
+        ttl=ctx.settings.refresh_token_ttl,
+        grace=ctx.settings.refresh_grace_seconds,
+    )
+    return token_body(
+        ctx, client, current.subject, scopes, current.resource, current.family, successor
+    )
+
+
+async def client_credentials(ctx: Context, client: Client, form: Mapping[str, str]) -> Body:
+    if client.is_public:
+        raise UnauthorizedClient("client_credentials needs a confidential client")
+    scopes = grant_scopes(form.get("scope"), client.scopes - {"offline_access"})
+    resource = requested_resource(form, ctx.settings.resource)
+    return token_body(ctx, client, client.client_id, scopes, resource, None, None)
+
+
+GRANTS: dict[str, Grant] = {
+    "authorization_code": authorization_code,
+    "refresh_token": refresh_token,
+    "client_credentials": client_credentials,
+}
+
+
+def token_body(
+    ctx: Context,
+    client: Client,
+    subject: str,
+    scopes: frozenset[str],
+    resource: str,
+    family: str | None,
+    refresh_value: str | None,
+) -> Body:
+    issued = ctx.tokens.issue(
+        subject=subject, client_id=client.client_id, scopes=scopes, audience=resource, family=family
+    )
+    body: Body = {
+        "access_token": issued.token,
+        "token_type": "Bearer",
+        "expires_in": issued.claims.expires_at - issued.claims.issued_at,
+        "scope": format_scope(scopes),
+    }
+    if refresh_value is not None:
+        body["refresh_token"] = refresh_value
+    return body
+
+
+@dataclass
+class TokenHandler:
+    ctx: Context
+
+    async def __call__(self, request: Request) -> Response:
+        await self.ctx.limit("token", request)
+        form = await self.ctx.form(request)
+        client = await self.ctx.authenticate(request, form)
+        grant_type = required(form, "grant_type")
+        grant = GRANTS.get(grant_type)
+        if grant is None:
+            raise UnsupportedGrantType(f"unsupported grant_type {grant_type!r}")
+        if grant_type not in client.grant_types:
+            raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        body = await grant(self.ctx, client, form)
+        await self.ctx.store.mark_client_used(client.client_id, self.ctx.clock())
+        return JSONResponse(body, headers=NO_STORE)
