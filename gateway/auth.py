@@ -27,6 +27,7 @@ from gateway.principal import Principal
 API_KEY_SCOPES = frozenset({"read", "write", "admin"})
 API_KEY_IDENTITY = "api-key"
 _CACHE_LIMIT = 512
+_PRINCIPAL_LIMIT = 10_000
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -57,6 +58,9 @@ class Authenticator:
             scopes=API_KEY_SCOPES,
             kind="api_key",
         )
+        # Building a frozen Principal costs about 1 µs; TokenService hands back the same
+        # AccessToken object while it caches a token, so its Principal is reused too.
+        self._principals: dict[str, tuple[AccessToken, Principal]] = {}
 
     def authenticate(
         self, authorization: bytes | None, api_key_header: bytes | None, *, query: bytes = b""
@@ -106,13 +110,20 @@ class Authenticator:
             raise TemporarilyUnavailable("token revocation status is unavailable") from None
         if revoked:
             raise InvalidToken("token has been revoked")
-        return Principal(
+        known = self._principals.get(claims.jti)
+        if known is not None and known[0] is claims:
+            return known[1]
+        principal = Principal(
             subject=claims.subject,
             client_id=claims.client_id,
             scopes=claims.scopes,
             kind="jwt",
             token_id=claims.jti,
         )
+        if len(self._principals) >= _PRINCIPAL_LIMIT:
+            self._principals.clear()
+        self._principals[claims.jti] = (claims, principal)
+        return principal
 
 
 def bearer_token(authorization: bytes) -> bytes | None:
@@ -155,10 +166,9 @@ class Challenges:
         """D5: 401 challenge; no `error=` without credentials. Also renders a 400
         invalid_request or 503 raised by `authenticate` with the same challenge."""
         key: tuple[object, ...] = (
-            "401",
-            required,
-            None if error is None else type(error),
-            "" if error is None else error.description,
+            ("401", required)
+            if error is None
+            else ("401", required, type(error), error.description, *error.headers.items())
         )
         return self._cached(key, lambda: self._unauthorized(required, error))
 
@@ -173,7 +183,7 @@ class Challenges:
 
     def error(self, error: OAuthError) -> RawResponse:
         """Any other OAuthError as plain RFC JSON, e.g. a malformed JSON-RPC body (400)."""
-        key = ("error", type(error), error.description)
+        key = ("error", type(error), error.description, *error.headers.items())
         return self._cached(key, lambda: _raw(error.status_code, error.body(), None, error))
 
     def _unauthorized(self, required: frozenset[str], error: OAuthError | None) -> RawResponse:

@@ -12,7 +12,13 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway import auth
 from gateway.auth import Authenticator, Challenges, bearer_token, has_query_token
-from gateway.errors import InvalidRequest, InvalidToken, OAuthError, TemporarilyUnavailable
+from gateway.errors import (
+    InvalidRequest,
+    InvalidToken,
+    OAuthError,
+    TemporarilyUnavailable,
+    TooManyRequests,
+)
 from gateway.oauth import keys
 from gateway.oauth.tokens import AccessToken, TokenService
 from gateway.principal import Principal
@@ -501,3 +507,25 @@ def test_authenticate_is_fast_enough_for_the_hot_path(
         authn.authenticate(header, None)
     per_call = (time.perf_counter() - start) / rounds
     assert per_call < 50e-6  # generous bound; measured ≈ 2 µs
+
+
+def test_error_headers_are_kept_per_error(challenges: Challenges) -> None:
+    first = challenges.error(TooManyRequests(5))
+    second = challenges.error(TooManyRequests(9))
+    assert first.status == 429
+    assert _header(first, b"retry-after") == "5"
+    assert _header(second, b"retry-after") == "9"
+
+
+def test_principal_is_rebuilt_for_a_new_token_with_the_same_jti(
+    clock: Clock, revocations: Revocations
+) -> None:
+    ring = keys.hs256_ring("s" * 40)
+    service = TokenService(ring, issuer=ISSUER, ttl=60, clock=clock)
+    authn = Authenticator(tokens=service, resource=RESOURCE, api_key=None, is_revoked=revocations)
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": ring.active.kid}
+    alice = authn.authenticate(_hand_made(header, _claims(), sign=b"s" * 40), None)
+    bob = authn.authenticate(_hand_made(header, _claims(sub="bob"), sign=b"s" * 40), None)
+    assert alice is not None
+    assert bob is not None
+    assert (alice.subject, bob.subject) == ("alice", "bob")
