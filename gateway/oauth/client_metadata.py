@@ -42,9 +42,10 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import anyio
 import httpx
 
-from gateway.errors import InvalidClient
+from gateway.errors import InvalidClient, InvalidRedirectUri
 from gateway.netguard import BlockedAddressError, GuardedTransport, host_problem
 from gateway.oauth.models import SUPPORTED_SCOPES, Client
+from gateway.oauth.redirects import validate_redirect_uri
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,6 @@ DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
 ECHOED_URI_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 ECHOED_TEXT_FIELDS = ("software_id", "software_version")
 FORBIDDEN_FIELDS = ("client_secret", "client_secret_expires_at")
-LOOPBACK_REDIRECT_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-DANGEROUS_SCHEMES = frozenset(
-    {"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "view-source"}
-)
 _USER_AGENT = "memory-gateway client-metadata fetcher"
 
 
@@ -110,44 +107,6 @@ def _client_id_url_problem(value: str, parts: SplitResult) -> str | None:
     return None
 
 
-def redirect_uri_problem(uri: object, allowed_schemes: Iterable[str] = ()) -> str | None:
-    """R3 for one redirect URI: why it is refused, or None.
-
-    TODO(lead): private stand-in for the shared R3 validator in gateway/oauth/; replace
-    once that exists so registration and CIMD apply exactly the same rule.
-    """
-    if not isinstance(uri, str) or not uri:
-        return "must be a non-empty string"
-    if len(uri) > MAX_URL_LENGTH or any(c.isspace() or ord(c) < 0x20 for c in uri):
-        return "is too long or contains whitespace or control characters"
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "is not a valid URI"
-    scheme = parts.scheme.lower()
-    if not scheme:
-        return "must be an absolute URI"
-    if "#" in uri:
-        return "must not contain a fragment"
-    if scheme in DANGEROUS_SCHEMES:
-        return f"uses the forbidden scheme {scheme}:"
-    if scheme in ("http", "https"):
-        return _web_redirect_problem(scheme, parts)
-    if scheme in {s.lower().rstrip(":") for s in allowed_schemes}:
-        return None
-    return f"uses the private-use scheme {scheme}:, which the operator has not allowed"
-
-
-def _web_redirect_problem(scheme: str, parts: SplitResult) -> str | None:
-    if "@" in parts.netloc:
-        return "must not contain a username or password"
-    if not parts.hostname:
-        return "has no host"
-    if scheme == "http" and parts.hostname not in LOOPBACK_REDIRECT_HOSTS:
-        return "may use http only on localhost, 127.0.0.1 or [::1]"
-    return None
-
-
 def client_from_document(
     client_id: str, document: object, allowed_schemes: Iterable[str] = ()
 ) -> Client:
@@ -176,13 +135,15 @@ def client_from_document(
 
 
 def _redirect_uris(client_id: str, value: object, allowed: Iterable[str]) -> tuple[str, ...]:
+    """R3, through the same validator dynamic registration uses."""
     if not isinstance(value, list) or not value:
         raise _invalid(client_id, "document must list at least one redirect_uri")
     schemes = tuple(allowed)
     for uri in value:
-        problem = redirect_uri_problem(uri, schemes)
-        if problem:
-            raise _invalid(client_id, f"redirect_uri {str(uri)[:200]!r} {problem}")
+        try:
+            validate_redirect_uri(uri, schemes)
+        except InvalidRedirectUri as exc:
+            raise _invalid(client_id, f"redirect_uris: {exc.description}") from None
     return tuple(value)
 
 
