@@ -1,0 +1,184 @@
+"""Dynamic client registration through the real app (PROTOCOL R1-R5, RFC 7592)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.oauth.conftest import API_KEY, ISSUER, LOOPBACK_CB, Harness, basic
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_r1_seed_debug_call_registers_a_client_credentials_client(harness: Harness) -> None:
+    """Documented choice: no redirect_uris → confidential, client_credentials only."""
+    response = await harness.http.post(
+        "/oauth/register",
+        content=b'{"client_name": "Test Client"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 201
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["client_name"] == "Test Client"
+    assert body["grant_types"] == ["client_credentials"]
+    assert body["token_endpoint_auth_method"] == "client_secret_basic"
+    assert body["client_secret"] and body["client_secret_expires_at"] == 0
+    assert isinstance(body["client_id_issued_at"], int)
+    token = await harness.http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic(body["client_id"], body["client_secret"]),
+    )
+    assert token.status_code == 200
+    assert token.json()["scope"] == "read write"
+
+
+async def test_r1_public_client_gets_no_secret_and_metadata_is_echoed(harness: Harness) -> None:
+    body = await harness.register(
+        client_name="Claude Code",
+        redirect_uris=[LOOPBACK_CB],
+        token_endpoint_auth_method="none",
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+        scope="read write",
+        client_uri="https://claude.ai",
+        software_id="claude-code",
+        unknown_field={"ignored": True},
+    )
+    assert "client_secret" not in body and "client_secret_expires_at" not in body
+    assert body["redirect_uris"] == [LOOPBACK_CB]
+    assert body["scope"] == "read write"
+    assert body["client_uri"] == "https://claude.ai"
+    assert body["software_id"] == "claude-code"
+    assert "unknown_field" not in body
+    assert None not in body.values()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ({"redirect_uris": ["http://evil.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://a.example/cb#x"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["javascript:alert(1)"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": "https://a.example/cb"}, "invalid_redirect_uri"),
+        ({"grant_types": ["authorization_code"]}, "invalid_redirect_uri"),
+        ({"token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"),
+        ({"redirect_uris": [LOOPBACK_CB], "grant_types": ["implicit"]}, "invalid_client_metadata"),
+        ({"redirect_uris": [LOOPBACK_CB], "response_types": ["token"]}, "invalid_client_metadata"),
+        ({"redirect_uris": [LOOPBACK_CB], "scope": "read root"}, "invalid_client_metadata"),
+        ({"token_endpoint_auth_method": "none"}, "invalid_client_metadata"),
+        ({"client_name": 42}, "invalid_client_metadata"),
+    ],
+)
+async def test_r2_r3_bad_metadata_is_400_with_rfc7591_error(
+    harness: Harness, metadata: dict[str, Any], error: str
+) -> None:
+    response = await harness.http.post("/oauth/register", json=metadata)
+    assert response.status_code == 400
+    assert response.json()["error"] == error
+
+
+async def test_r2_non_json_body_is_invalid_client_metadata(harness: Harness) -> None:
+    response = await harness.http.post("/oauth/register", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+
+
+async def test_r3_private_use_scheme_allowed_by_operator(make_harness: Any) -> None:
+    h = await make_harness(allowed_redirect_schemes=("cursor",))
+    assert (await h.register(redirect_uris=["cursor://anysphere.cursor-mcp/cb"]))["redirect_uris"]
+    closed = await make_harness()
+    response = await closed.http.post("/oauth/register", json={"redirect_uris": ["cursor://x/cb"]})
+    assert response.json()["error"] == "invalid_redirect_uri"
+
+
+async def test_r4_rfc7592_read_update_delete_with_registration_token(harness: Harness) -> None:
+    body = await harness.register(client_name="A", redirect_uris=["https://a.example/cb"])
+    uri = body["registration_client_uri"]
+    assert uri == f"{ISSUER}/oauth/register/{body['client_id']}"
+    auth = {"Authorization": f"Bearer {body['registration_access_token']}"}
+    read = await harness.http.get(uri, headers=auth)
+    assert read.status_code == 200
+    assert read.json()["client_name"] == "A" and "client_secret" not in read.json()
+    update = {**read.json(), "client_name": "B", "redirect_uris": ["https://b.example/cb"]}
+    put = await harness.http.put(uri, json=update, headers=auth)
+    assert put.status_code == 200 and put.json()["redirect_uris"] == ["https://b.example/cb"]
+    # the secret issued at registration still authenticates after the update
+    cc = await harness.http.post(
+        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "x"},
+        headers=basic(body["client_id"], body["client_secret"]),
+    )
+    assert cc.json()["error"] == "invalid_grant"
+    assert (await harness.http.get(uri, headers={"Authorization": "Bearer wrong"})).status_code == 401
+    deleted = await harness.http.delete(uri, headers=auth)
+    assert deleted.status_code == 204
+    assert (await harness.http.get(uri, headers=auth)).status_code == 401
+
+
+async def test_r4_seed_client_info_endpoint_redacts_secret_and_needs_auth(harness: Harness) -> None:
+    body = await harness.register(client_name="Test Client")
+    path = f"/oauth/clients/{body['client_id']}"
+    anonymous = await harness.http.get(path)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    for token in (API_KEY, body["registration_access_token"]):
+        info = await harness.http.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert info.status_code == 200
+        assert info.json()["client_name"] == "Test Client"
+        assert body["client_secret"] not in info.text
+        assert info.json()["has_client_secret"] is True
+    missing = await harness.http.get("/oauth/clients/nope", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert missing.status_code == 404
+
+
+async def test_r5_registration_closed_by_initial_access_token(make_harness: Any) -> None:
+    h = await make_harness(dcr_registration_key="initial-access-token")
+    refused = await h.http.post("/oauth/register", json={"client_name": "x"})
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+    wrong = await h.http.post(
+        "/oauth/register", json={"client_name": "x"}, headers={"Authorization": "Bearer nope"}
+    )
+    assert wrong.status_code == 401
+    ok = await h.http.post(
+        "/oauth/register",
+        json={"client_name": "x"},
+        headers={"Authorization": "Bearer initial-access-token"},
+    )
+    assert ok.status_code == 201
+
+
+async def test_r5_registration_rate_limited_per_address(make_harness: Any) -> None:
+    h = await make_harness(rate_limit_per_minute=3)
+    codes = [(await h.http.post("/oauth/register", json={"client_name": "x"})).status_code for _ in range(4)]
+    assert codes == [201, 201, 201, 429]
+    last = await h.http.post("/oauth/register", json={"client_name": "x"})
+    assert int(last.headers["retry-after"]) >= 1
+    h.clock.now += 61
+    assert (await h.http.post("/oauth/register", json={"client_name": "x"})).status_code == 201
+
+
+async def test_r5_flood_cannot_exhaust_storage_but_stale_unused_clients_make_room(
+    make_harness: Any,
+) -> None:
+    h = await make_harness(max_clients=2)
+    used = await h.register(client_name="used")
+    await h.register(client_name="unused")
+    full = await h.http.post("/oauth/register", json={"client_name": "third"})
+    assert full.status_code == 503
+    token = await h.http.post(
+        "/oauth/token", data={"grant_type": "client_credentials"},
+        headers=basic(used["client_id"], used["client_secret"]),
+    )
+    assert token.status_code == 200
+    h.clock.now += 2 * 3600
+    assert (await h.http.post("/oauth/register", json={"client_name": "third"})).status_code == 201
+    assert (await h.http.post("/oauth/register", json={"client_name": "fourth"})).status_code == 503
+
+
+async def test_413_oversized_registration_body(make_harness: Any) -> None:
+    h = await make_harness(max_form_bytes=1024)
+    response = await h.http.post("/oauth/register", json={"client_name": "x" * 5000})
+    assert response.status_code == 413
+    assert response.json()["error"] == "invalid_request"
