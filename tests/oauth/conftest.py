@@ -79,7 +79,9 @@ class Harness:
         assert response.status_code == 302, response.text
         return query_of(response)["code"], verifier
 
-    async def exchange(self, client_id: str, code: str, verifier: str, **extra: str) -> httpx.Response:
+    async def exchange(
+        self, client_id: str, code: str, verifier: str, **extra: str
+    ) -> httpx.Response:
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -92,7 +94,9 @@ class Harness:
 
 
 def pkce(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
 
 
 def query_of(response: httpx.Response) -> dict[str, str]:
@@ -122,7 +126,9 @@ async def make_harness(store: Store, tmp_path: Path) -> AsyncIterator[Callable[.
         settings = replace(BASE_SETTINGS, **overrides)
         clock = Clock()
         ring = load_or_create(tmp_path / "keys") if es256 else hs256_ring("k" * 40)
-        tokens = TokenService(ring, issuer=settings.issuer, ttl=settings.access_token_ttl, clock=clock)
+        tokens = TokenService(
+            ring, issuer=settings.issuer, ttl=settings.access_token_ttl, clock=clock
+        )
         server = build_authorization_server(
             settings, tokens=tokens, store=store, client_resolver=resolver, clock=clock
         )

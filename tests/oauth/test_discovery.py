@@ -41,7 +41,12 @@ async def test_d2_d3_as_metadata_served_at_every_alias_without_nulls(
     assert doc["code_challenge_methods_supported"] == ["S256"]
     assert "none" in doc["token_endpoint_auth_methods_supported"]
     assert doc["authorization_response_iss_parameter_supported"] is True
-    for name in ("registration_endpoint", "revocation_endpoint", "introspection_endpoint", "jwks_uri"):
+    for name in (
+        "registration_endpoint",
+        "revocation_endpoint",
+        "introspection_endpoint",
+        "jwks_uri",
+    ):
         assert doc[name].startswith(ISSUER + "/")
     assert set(doc["scopes_supported"]) == {"read", "write", "admin", "offline_access"}
     assert "client_id_metadata_document_supported" not in doc
@@ -61,7 +66,8 @@ async def test_d2_the_four_documents_agree(harness: Harness) -> None:
 @pytest.mark.parametrize("path", [*AS_PATHS, "/.well-known/oauth-protected-resource/mcp"])
 async def test_d2_options_preflight_answers_with_cors(harness: Harness, path: str) -> None:
     response = await harness.http.options(
-        path, headers={"Origin": "https://inspector.example", "Access-Control-Request-Method": "GET"}
+        path,
+        headers={"Origin": "https://inspector.example", "Access-Control-Request-Method": "GET"},
     )
     assert response.status_code == 204
     assert response.headers["access-control-allow-origin"] == "*"
@@ -87,7 +93,9 @@ async def test_d1_issuer_byte_identical_in_metadata_prm_jwt_and_authorize_respon
     as_doc = (await harness.http.get("/.well-known/oauth-authorization-server")).json()
     prm = (await harness.http.get("/.well-known/oauth-protected-resource/mcp")).json()
     code, verifier = await harness.code_for(client["client_id"])
-    location = (await harness.authorize(client["client_id"], redirect_uri="http://127.0.0.1:1/callback")).headers["location"]
+    location = (
+        await harness.authorize(client["client_id"], redirect_uri="http://127.0.0.1:1/callback")
+    ).headers["location"]
     token = (await harness.exchange(client["client_id"], code, verifier)).json()["access_token"]
     claims = jwt.decode(token, options={"verify_signature": False})
     assert as_doc["issuer"] == prm["authorization_servers"][0] == claims["iss"] == ISSUER

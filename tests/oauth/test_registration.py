@@ -24,7 +24,8 @@ async def test_r1_seed_debug_call_registers_a_client_credentials_client(harness:
     assert body["client_name"] == "Test Client"
     assert body["grant_types"] == ["client_credentials"]
     assert body["token_endpoint_auth_method"] == "client_secret_basic"
-    assert body["client_secret"] and body["client_secret_expires_at"] == 0
+    assert body["client_secret"]
+    assert body["client_secret_expires_at"] == 0
     assert isinstance(body["client_id_issued_at"], int)
     token = await harness.http.post(
         "/oauth/token",
@@ -47,7 +48,8 @@ async def test_r1_public_client_gets_no_secret_and_metadata_is_echoed(harness: H
         software_id="claude-code",
         unknown_field={"ignored": True},
     )
-    assert "client_secret" not in body and "client_secret_expires_at" not in body
+    assert "client_secret" not in body
+    assert "client_secret_expires_at" not in body
     assert body["redirect_uris"] == [LOOPBACK_CB]
     assert body["scope"] == "read write"
     assert body["client_uri"] == "https://claude.ai"
@@ -81,7 +83,9 @@ async def test_r2_r3_bad_metadata_is_400_with_rfc7591_error(
 
 
 async def test_r2_non_json_body_is_invalid_client_metadata(harness: Harness) -> None:
-    response = await harness.http.post("/oauth/register", content=b"{nope", headers={"Content-Type": "application/json"})
+    response = await harness.http.post(
+        "/oauth/register", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_client_metadata"
 
@@ -101,17 +105,22 @@ async def test_r4_rfc7592_read_update_delete_with_registration_token(harness: Ha
     auth = {"Authorization": f"Bearer {body['registration_access_token']}"}
     read = await harness.http.get(uri, headers=auth)
     assert read.status_code == 200
-    assert read.json()["client_name"] == "A" and "client_secret" not in read.json()
+    assert read.json()["client_name"] == "A"
+    assert "client_secret" not in read.json()
     update = {**read.json(), "client_name": "B", "redirect_uris": ["https://b.example/cb"]}
     put = await harness.http.put(uri, json=update, headers=auth)
-    assert put.status_code == 200 and put.json()["redirect_uris"] == ["https://b.example/cb"]
+    assert put.status_code == 200
+    assert put.json()["redirect_uris"] == ["https://b.example/cb"]
     # the secret issued at registration still authenticates after the update
     cc = await harness.http.post(
-        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "x"},
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": "x"},
         headers=basic(body["client_id"], body["client_secret"]),
     )
     assert cc.json()["error"] == "invalid_grant"
-    assert (await harness.http.get(uri, headers={"Authorization": "Bearer wrong"})).status_code == 401
+    assert (
+        await harness.http.get(uri, headers={"Authorization": "Bearer wrong"})
+    ).status_code == 401
     deleted = await harness.http.delete(uri, headers=auth)
     assert deleted.status_code == 204
     assert (await harness.http.get(uri, headers=auth)).status_code == 401
@@ -129,14 +138,17 @@ async def test_r4_seed_client_info_endpoint_redacts_secret_and_needs_auth(harnes
         assert info.json()["client_name"] == "Test Client"
         assert body["client_secret"] not in info.text
         assert info.json()["has_client_secret"] is True
-    missing = await harness.http.get("/oauth/clients/nope", headers={"Authorization": f"Bearer {API_KEY}"})
+    missing = await harness.http.get(
+        "/oauth/clients/nope", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
     assert missing.status_code == 404
 
 
 async def test_r5_registration_closed_by_initial_access_token(make_harness: Any) -> None:
     h = await make_harness(dcr_registration_key="initial-access-token")
     refused = await h.http.post("/oauth/register", json={"client_name": "x"})
-    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_token"
     wrong = await h.http.post(
         "/oauth/register", json={"client_name": "x"}, headers={"Authorization": "Bearer nope"}
     )
@@ -151,7 +163,10 @@ async def test_r5_registration_closed_by_initial_access_token(make_harness: Any)
 
 async def test_r5_registration_rate_limited_per_address(make_harness: Any) -> None:
     h = await make_harness(rate_limit_per_minute=3)
-    codes = [(await h.http.post("/oauth/register", json={"client_name": "x"})).status_code for _ in range(4)]
+    codes = [
+        (await h.http.post("/oauth/register", json={"client_name": "x"})).status_code
+        for _ in range(4)
+    ]
     assert codes == [201, 201, 201, 429]
     last = await h.http.post("/oauth/register", json={"client_name": "x"})
     assert int(last.headers["retry-after"]) >= 1
@@ -168,7 +183,8 @@ async def test_r5_flood_cannot_exhaust_storage_but_stale_unused_clients_make_roo
     full = await h.http.post("/oauth/register", json={"client_name": "third"})
     assert full.status_code == 503
     token = await h.http.post(
-        "/oauth/token", data={"grant_type": "client_credentials"},
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
         headers=basic(used["client_id"], used["client_secret"]),
     )
     assert token.status_code == 200

@@ -7,7 +7,13 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from gateway.errors import InvalidClient, InvalidRedirectUri, InvalidRequest, InvalidScope, InvalidTarget
+from gateway.errors import (
+    InvalidClient,
+    InvalidRedirectUri,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+)
 from gateway.oauth.client_auth import check_secret, parse_credentials
 from gateway.oauth.models import Client
 from gateway.oauth.pkce import s256, validate_challenge, verifier_matches
@@ -173,7 +179,11 @@ def _basic(client_id: str, secret: str) -> str:
 
 def test_t1_basic_credentials_are_percent_decoded() -> None:
     creds = parse_credentials(_basic("client:1", "s3cr+t/=%"), {})
-    assert (creds.client_id, creds.secret, creds.method) == ("client:1", "s3cr+t/=%", "client_secret_basic")
+    assert (creds.client_id, creds.secret, creds.method) == (
+        "client:1",
+        "s3cr+t/=%",
+        "client_secret_basic",
+    )
 
 
 @pytest.mark.parametrize(
