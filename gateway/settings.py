@@ -47,6 +47,7 @@ class Settings:
     allowed_redirect_schemes: tuple[str, ...] = ()
     cimd_enabled: bool = True
     cimd_allow_private: bool = False
+    cimd_ca_file: Path | None = None
     hsts: bool = False
     http_redirect_port: int | None = None
     rate_limit_per_minute: int = 60
@@ -127,6 +128,7 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         cimd_allow_private=reader.boolean(
             "cimd_allow_private", "MCP_OAUTH_CIMD_ALLOW_PRIVATE", False
         ),
+        cimd_ca_file=reader.path("cimd_ca_file", "MCP_OAUTH_CIMD_CA_FILE"),
         hsts=reader.boolean("hsts", "MCP_HTTPS_HSTS", False),
         http_redirect_port=reader.optional_integer(
             "http_redirect_port", "MCP_HTTP_REDIRECT_PORT", low=1, high=65535

@@ -1,0 +1,204 @@
+"""memory-gateway: serve | dev | certs | keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.settings import Settings, SettingsError
+
+log = logging.getLogger("gateway")
+
+FLAG_NAMES = {
+    "host": "MCP_HTTP_HOST",
+    "port": "MCP_HTTP_PORT",
+    "upstream": "MCP_GATEWAY_UPSTREAM",
+    "issuer": "MCP_OAUTH_ISSUER",
+    "state_dir": "MCP_GATEWAY_STATE_DIR",
+    "storage": "MCP_OAUTH_STORAGE",
+    "consent": "MCP_OAUTH_CONSENT",
+    "policy_file": "MCP_GATEWAY_POLICY",
+    "cert_file": "MCP_SSL_CERT_FILE",
+    "key_file": "MCP_SSL_KEY_FILE",
+    "log_level": "MCP_GATEWAY_LOG_LEVEL",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", None) or os.environ.get("MCP_GATEWAY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except SettingsError as exc:
+        print(f"memory-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memory-gateway",
+        description="OAuth 2.1 gateway in front of an MCP memory service.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway (configured by environment)")
+    _server_flags(serve)
+    serve.set_defaults(handler=_serve)
+
+    dev = commands.add_parser(
+        "dev", help="run backend + gateway on loopback with HTTPS from a development CA"
+    )
+    dev.add_argument("--port", type=int, default=8443, help="gateway HTTPS port (8443)")
+    dev.add_argument("--backend-port", type=int, default=8001, help="backend port (8001)")
+    dev.add_argument("--certs-dir", type=Path, default=Path("certs"))
+    dev.add_argument("--state-dir", type=Path, default=Path("state/dev"))
+    dev.add_argument(
+        "--upstream",
+        help="front an existing memory service at this URL instead of starting the backend",
+    )
+    dev.set_defaults(handler=_dev)
+
+    certs = commands.add_parser("certs", help="make a development CA and server certificate")
+    certs.add_argument("--dir", type=Path, default=Path("certs"))
+    certs.add_argument("--san", action="append", default=[], help="extra DNS name or IP")
+    certs.set_defaults(handler=_certs)
+
+    key_cmd = commands.add_parser("keys", help="manage token signing keys")
+    key_cmd.add_argument("action", choices=["list", "rotate"])
+    key_cmd.add_argument("--state-dir", type=Path)
+    key_cmd.set_defaults(handler=_keys)
+    return parser
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, env in FLAG_NAMES.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"overrides {env}")
+    parser.add_argument(
+        "--https", dest="https_enabled", action="store_const", const="true",
+        help="overrides MCP_HTTPS_ENABLED",
+    )
+
+
+def _settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
+    flags = {k: getattr(args, k, None) for k in (*FLAG_NAMES, "https_enabled")}
+    return Settings.from_env(os.environ if env is None else env, flags)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from gateway.server import run
+
+    run(settings)
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from gateway.certs import ensure_dev_certs
+
+    made = ensure_dev_certs(args.dir, args.san)
+    print(f"CA certificate:     {made.ca_cert}")
+    print(f"server certificate: {made.server_cert}")
+    print(f"server key:         {made.server_key}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from gateway.oauth import keys
+
+    settings = Settings.from_env(os.environ, {"state_dir": args.state_dir})
+    directory = settings.state_dir / "keys"
+    if args.action == "rotate":
+        key = keys.rotate(directory, keep_seconds=settings.access_token_ttl + 60)
+        print(f"new signing key {key.kid}; restart the gateway (or its replicas) to use it")
+    ring = keys.load_or_create(directory)
+    for key in ring.keys:
+        state = "active" if key is ring.active else f"retired {key.retired_at}"
+        print(f"{key.kid}  {key.algorithm}  created {key.created_at}  {state}")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from gateway.certs import ensure_dev_certs
+
+    made = ensure_dev_certs(args.certs_dir)
+    backend = None if args.upstream else _start_backend(args.backend_port, args.state_dir)
+    upstream = args.upstream or f"http://127.0.0.1:{args.backend_port}"
+    env = {
+        **os.environ,
+        "MCP_HTTPS_ENABLED": "true",
+        "MCP_SSL_CERT_FILE": str(made.server_cert),
+        "MCP_SSL_KEY_FILE": str(made.server_key),
+        "MCP_HTTP_HOST": "127.0.0.1",
+        "MCP_HTTP_PORT": str(args.port),
+        "MCP_GATEWAY_UPSTREAM": upstream,
+        "MCP_GATEWAY_STATE_DIR": str(args.state_dir),
+    }
+    env.setdefault("MCP_OAUTH_ISSUER", f"https://localhost:{args.port}")
+    settings = Settings.from_env(env)
+    _print_banner(settings, made.ca_cert, upstream)
+    from gateway.server import run
+
+    try:
+        run(settings)
+    finally:
+        if backend is not None:
+            backend.terminate()
+            backend.wait(timeout=10)
+    return 0
+
+
+def _start_backend(port: int, state_dir: Path) -> subprocess.Popen[bytes]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(port),
+        "--db", str(state_dir / "memories.db"),
+    ]
+    process = subprocess.Popen(command)  # noqa: S603
+    url = f"http://127.0.0.1:{port}/api/health"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the backend exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.terminate()
+    raise SystemExit(f"the backend did not answer {url} within 30 s")
+
+
+def _print_banner(settings: Settings, ca: Path, upstream: str) -> None:
+    url = settings.issuer
+    print(
+        f"""
+memory-gateway (development)
+  gateway:   {url}   (MCP endpoint {url}/mcp)
+  upstream:  {upstream}
+  consent:   {settings.consent}
+  dev CA:    {ca.resolve()}
+
+Trust the dev CA, then connect a client:
+  curl --cacert {ca} {url}/.well-known/oauth-authorization-server/mcp
+  NODE_EXTRA_CA_CERTS={ca.resolve()} claude mcp add --transport http memory {url}/mcp
+""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

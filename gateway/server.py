@@ -1,0 +1,50 @@
+"""Run the gateway under uvicorn: our TLS context, the optional redirect listener."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.types import ASGIApp
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn
+
+log = logging.getLogger("gateway")
+
+
+def run(settings: Settings) -> None:
+    asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> None:
+    app: ASGIApp = create_app(settings)
+    tls = None
+    if settings.https_enabled:
+        assert settings.cert_file is not None and settings.key_file is not None
+        tls = ReloadingTLS(settings.cert_file, settings.key_file)
+        if settings.hsts:
+            app = HSTSMiddleware(app)
+    if settings.consent == "auto" and not settings.issuer_is_loopback:
+        log.warning(
+            "MCP_OAUTH_CONSENT=auto approves every authorization request and the issuer %s "
+            "is not loopback: anyone who can reach it can get tokens",
+            settings.issuer,
+        )
+    log.info("memory-gateway %s -> %s", settings.issuer, settings.upstream)
+    await serve_uvicorn(
+        app,
+        settings.host,
+        settings.port,
+        tls,
+        redirect_port=settings.http_redirect_port if tls is not None else None,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_keep_alive=75,
+        server_header=False,
+        proxy_headers=False,
+    )
