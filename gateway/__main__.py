@@ -87,7 +87,10 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     for flag, env in FLAG_NAMES.items():
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"overrides {env}")
     parser.add_argument(
-        "--https", dest="https_enabled", action="store_const", const="true",
+        "--https",
+        dest="https_enabled",
+        action="store_const",
+        const="true",
         help="overrides MCP_HTTPS_ENABLED",
     )
 
@@ -163,8 +166,15 @@ def _dev(args: argparse.Namespace) -> int:
 def _start_backend(port: int, state_dir: Path) -> subprocess.Popen[bytes]:
     state_dir.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(port),
-        "--db", str(state_dir / "memories.db"),
+        sys.executable,
+        "-m",
+        "backend",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--db",
+        str(state_dir / "memories.db"),
     ]
     process = subprocess.Popen(command)  # noqa: S603
     url = f"http://127.0.0.1:{port}/api/health"
@@ -173,7 +183,7 @@ def _start_backend(port: int, state_dir: Path) -> subprocess.Popen[bytes]:
         if process.poll() is not None:
             raise SystemExit(f"the backend exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1):
                 return process
         except OSError:
             time.sleep(0.2)
@@ -201,4 +211,3 @@ Trust the dev CA, then connect a client:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

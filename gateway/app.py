@@ -159,4 +159,3 @@ async def _json(send: Send, status: int, body: dict[str, str]) -> None:
     headers = [*JSON, (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
-

@@ -21,8 +21,7 @@ def run(settings: Settings) -> None:
 async def serve(settings: Settings) -> None:
     app: ASGIApp = create_app(settings)
     tls = None
-    if settings.https_enabled:
-        assert settings.cert_file is not None and settings.key_file is not None
+    if settings.https_enabled and settings.cert_file and settings.key_file:
         tls = ReloadingTLS(settings.cert_file, settings.key_file)
         if settings.hsts:
             app = HSTSMiddleware(app)
