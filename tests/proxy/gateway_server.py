@@ -41,18 +41,34 @@ def build(settings: Settings) -> ProxyApp:
     )
 
 
-def settings_from(upstream: str, overrides: list[str]) -> Settings:
+def settings_from(upstream: str, overrides: list[str]) -> tuple[Settings, dict[str, str]]:
     settings = Settings(issuer=ISSUER, upstream=upstream, api_key=API_KEY, secret_key=SECRET)
     values: dict[str, object] = {}
+    ssl: dict[str, str] = {}
     for item in overrides:
         key, _, value = item.partition("=")
-        values[key] = tuple(value.split(",")) if key == "trusted_proxies" else float(value)
-    return replace(settings, **values)  # type: ignore[arg-type]
+        if key.startswith("ssl_"):
+            ssl[key] = value
+        elif key == "trusted_proxies":
+            values[key] = tuple(value.split(","))
+        else:
+            values[key] = float(value)
+    return replace(settings, **values), ssl  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
     port, upstream = int(sys.argv[1]), sys.argv[2]
-    app = build(settings_from(upstream, sys.argv[3:]))
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False, server_header=False, date_header=False,
-                proxy_headers=False)
+    settings, ssl = settings_from(upstream, sys.argv[3:])
+    uvicorn.run(
+        build(settings),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        **ssl,
+    )  # type: ignore[arg-type]

@@ -34,9 +34,7 @@ def test_p3_100mb_download_streams_with_bounded_gateway_memory(
     before = gateway.rss_kib()
     peak = before
     received = 0
-    with client.stream(
-        "GET", f"/api/download?size={100 * MB}", headers=bearer("read")
-    ) as response:
+    with client.stream("GET", f"/api/download?size={100 * MB}", headers=bearer("read")) as response:
         assert response.headers["content-length"] == str(100 * MB)
         for chunk in response.iter_raw(1 * MB):
             received += len(chunk)

@@ -7,6 +7,7 @@ Run: python -m tests.proxy.upstream_app PORT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -32,7 +33,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await handler(scope, receive, send, query)
 
 
-async def start(send: Send, status: int = 200, ctype: bytes = b"application/json", extra=()) -> None:
+async def start(
+    send: Send, status: int = 200, ctype: bytes = b"application/json", extra=()
+) -> None:
     headers = [(b"content-type", ctype), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
 
@@ -54,8 +57,14 @@ async def echo(scope: Scope, receive: Receive, send: Send, query: dict[str, str]
             "body_size": size,
         }
     ).encode()
-    await start(send, extra=[(b"connection", b"keep-alive, x-upstream-private"),
-                             (b"x-upstream-private", b"secret"), (b"keep-alive", b"timeout=5")])
+    await start(
+        send,
+        extra=[
+            (b"connection", b"keep-alive, x-upstream-private"),
+            (b"x-upstream-private", b"secret"),
+            (b"keep-alive", b"timeout=5"),
+        ],
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -71,8 +80,11 @@ async def sse(scope: Scope, receive: Receive, send: Send, query: dict[str, str])
 
 async def download(scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
     remaining = int(query["size"])
-    await start(send, ctype=b"application/octet-stream",
-                extra=[(b"content-length", str(remaining).encode())])
+    await start(
+        send,
+        ctype=b"application/octet-stream",
+        extra=[(b"content-length", str(remaining).encode())],
+    )
     while remaining > 0:
         part = CHUNK[: min(remaining, len(CHUNK))]
         remaining -= len(part)
@@ -106,10 +118,8 @@ async def endless(scope: Scope, receive: Receive, send: Send, query: dict[str, s
     watcher = asyncio.create_task(watch())
     while not gone.is_set():
         await send({"type": "http.response.body", "body": b"data: tick\n\n", "more_body": True})
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(gone.wait(), 0.05)
-        except TimeoutError:
-            pass
     watcher.cancel()
     EVENTS.append(f"disconnect:{tag}")
 
@@ -119,10 +129,23 @@ async def events(scope: Scope, receive: Receive, send: Send, query: dict[str, st
     await send({"type": "http.response.body", "body": json.dumps(EVENTS).encode()})
 
 
-ROUTES = {"sse": sse, "download": download, "slow": slow, "stall": stall,
-          "endless": endless, "_events": events}
+ROUTES = {
+    "sse": sse,
+    "download": download,
+    "slow": slow,
+    "stall": stall,
+    "endless": endless,
+    "_events": events,
+}
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
