@@ -1,0 +1,155 @@
+"""Helpers shared by the end-to-end tests: raw OAuth steps and the Node.js runner."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.live import LiveGateway
+
+CLIENTS_DIR = Path(__file__).resolve().parents[1] / "clients"
+LOOPBACK_REDIRECT = "http://127.0.0.1:33418/callback"
+
+
+def http_client(gateway: LiveGateway) -> httpx.Client:
+    return httpx.Client(base_url=gateway.url, verify=gateway.verify, timeout=15)
+
+
+def register(
+    http: httpx.Client, redirect_uri: str = LOOPBACK_REDIRECT, scope: str = "read write"
+) -> str:
+    """A public client (RFC 7591, auth method `none`); returns its client_id."""
+    answer = http.post(
+        "/oauth/register",
+        json={
+            "client_name": "e2e raw client",
+            "redirect_uris": [redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "scope": scope,
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["client_id"])
+
+
+@dataclass(frozen=True)
+class Pkce:
+    verifier: str
+    challenge: str
+
+    @classmethod
+    def new(cls) -> Pkce:
+        verifier = secrets.token_urlsafe(48)
+        digest = hashlib.sha256(verifier.encode()).digest()
+        return cls(verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode())
+
+
+def authorize_params(client_id: str, pkce: Pkce, **extra: str) -> dict[str, str]:
+    return {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": LOOPBACK_REDIRECT,
+        "state": secrets.token_urlsafe(16),
+        "code_challenge": pkce.challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+
+
+def code_grant(
+    http: httpx.Client, client_id: str, pkce: Pkce, code: str, **extra: str
+) -> httpx.Response:
+    return http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": LOOPBACK_REDIRECT,
+            "client_id": client_id,
+            "code_verifier": pkce.verifier,
+            **extra,
+        },
+    )
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The unverified payload of a JWT (the gateway's signature is checked elsewhere)."""
+    payload = token.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * -len(payload)))
+    return decoded
+
+
+@dataclass(frozen=True)
+class NodeClients:
+    """Node.js and the npm packages committed under tests/clients (installed by `npm ci`)."""
+
+    node: str
+    directory: Path
+
+    def run(
+        self, script: str, args: list[str], gateway: LiveGateway, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.node, str(self.directory / script), *args],
+            cwd=self.directory,
+            env={**os.environ, "NODE_EXTRA_CA_CERTS": str(gateway.ca)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def bin(self, name: str) -> Path:
+        return self.directory / "node_modules" / ".bin" / name
+
+
+def find_node_clients() -> NodeClients:
+    node = shutil.which("node")
+    installed = (CLIENTS_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir()
+    if node and installed:
+        return NodeClients(node, CLIENTS_DIR)
+    problem = (
+        "node is not on PATH"
+        if not node
+        else "tests/clients/node_modules is missing (run `npm ci` in tests/clients)"
+    )
+    if os.environ.get("REQUIRE_NODE") == "1":
+        pytest.fail(f"REQUIRE_NODE=1 but {problem}")
+    pytest.skip(problem)
+
+
+def last_json_line(output: str) -> dict[str, Any]:
+    """The client scripts print one JSON summary as their last line."""
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON summary in output:\n{output}"
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
+
+
+def seed_memory(gateway: LiveGateway, content: str) -> str:
+    """Store a memory straight in the backend (test set-up); returns its content_hash."""
+    answer = httpx.post(f"{gateway.backend_url}/api/memories", json={"content": content})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["content_hash"])
+
+
+STEP_UP_CAPPED_BY_REGISTRATION = (
+    "gateway bug: SDKs register with the scope of the first 401 challenge "
+    "('read offline_access'); /oauth/authorize intersects later requests with that "
+    "registered scope (gateway/oauth/authorize.py grant_scopes(..., client.scopes)), so "
+    "the step-up request 'read offline_access write' is silently granted without write "
+    "and the retried call gets 403 insufficient_scope again"
+)
