@@ -38,7 +38,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MCP_GATEWAY_STATE_DIR=/state \
     MCP_SSL_CERT_FILE=/state/certs/server.pem \
     MCP_SSL_KEY_FILE=/state/certs/server.key
-RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /state \
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --no-log-init --uid 10001 --gid app --home-dir /state \
         --shell /usr/sbin/nologin app \
     && mkdir -p /state /data \
     && chown app:app /state /data
