@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -100,15 +100,30 @@ def oauth_provider(
 
 @asynccontextmanager
 async def mcp_session(
-    server_url: str, provider: OAuthClientProvider, verify: ssl.SSLContext
+    server_url: str,
+    provider: OAuthClientProvider,
+    verify: ssl.SSLContext,
+    exchanges: list[str] | None = None,
 ) -> AsyncIterator[Client]:
-    """An initialized MCP session (the `initialize` handshake) through `provider`."""
+    """An initialized MCP session (the `initialize` handshake) through `provider`.
+    `exchanges` collects "METHOD path -> status" for every HTTP exchange, auth included."""
     timeout = httpx2.Timeout(30, read=120)
+    hooks = {"response": [_recorder(exchanges)]} if exchanges is not None else {}
     async with (
-        httpx2.AsyncClient(auth=provider, verify=verify, timeout=timeout) as http,
+        httpx2.AsyncClient(
+            auth=provider, verify=verify, timeout=timeout, event_hooks=hooks
+        ) as http,
         Client(streamable_http_client(server_url, http_client=http), mode="legacy") as client,
     ):
         yield client
+
+
+def _recorder(exchanges: list[str]) -> Callable[[httpx2.Response], Awaitable[None]]:
+    async def record(response: httpx2.Response) -> None:
+        request = response.request
+        exchanges.append(f"{request.method} {request.url.path} -> {response.status_code}")
+
+    return record
 
 
 def tool_json(result: CallToolResult) -> dict[str, object]:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.clients.consent import redirect_params
 from tests.integration.live import LiveGateway
 
 CLIENTS_DIR = Path(__file__).resolve().parents[1] / "clients"
@@ -57,11 +58,13 @@ class Pkce:
         return cls(verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode())
 
 
-def authorize_params(client_id: str, pkce: Pkce, **extra: str) -> dict[str, str]:
+def authorize_params(
+    client_id: str, pkce: Pkce, redirect_uri: str = LOOPBACK_REDIRECT, **extra: str
+) -> dict[str, str]:
     return {
         "response_type": "code",
         "client_id": client_id,
-        "redirect_uri": LOOPBACK_REDIRECT,
+        "redirect_uri": redirect_uri,
         "state": secrets.token_urlsafe(16),
         "code_challenge": pkce.challenge,
         "code_challenge_method": "S256",
@@ -69,20 +72,47 @@ def authorize_params(client_id: str, pkce: Pkce, **extra: str) -> dict[str, str]
     }
 
 
+def authorize(http: httpx.Client, params: dict[str, str]) -> dict[str, str]:
+    """GET /oauth/authorize (auto consent); the redirect's query parameters."""
+    answer = http.get("/oauth/authorize", params=params)
+    assert answer.status_code == 302, f"{answer.status_code} {answer.text}"
+    location = answer.headers["location"]
+    assert location.startswith(params["redirect_uri"] + "?"), location
+    return redirect_params(location)
+
+
 def code_grant(
-    http: httpx.Client, client_id: str, pkce: Pkce, code: str, **extra: str
+    http: httpx.Client,
+    client_id: str,
+    pkce: Pkce,
+    code: str,
+    redirect_uri: str = LOOPBACK_REDIRECT,
+    **extra: str,
 ) -> httpx.Response:
     return http.post(
         "/oauth/token",
         data={
             "grant_type": "authorization_code",
             "code": code,
-            "redirect_uri": LOOPBACK_REDIRECT,
+            "redirect_uri": redirect_uri,
             "client_id": client_id,
             "code_verifier": pkce.verifier,
             **extra,
         },
     )
+
+
+def token_for(
+    http: httpx.Client, scope: str = "read write", **extra: str
+) -> tuple[str, dict[str, Any]]:
+    """(client_id, token response body) from a full code grant by a fresh public client."""
+    client_id = register(http, scope="read write offline_access")
+    pkce = Pkce.new()
+    code = authorize(http, authorize_params(client_id, pkce, scope=scope, **extra))["code"]
+    answer = code_grant(http, client_id, pkce, code, **extra)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return client_id, body
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
@@ -114,6 +144,12 @@ class NodeClients:
 
     def bin(self, name: str) -> Path:
         return self.directory / "node_modules" / ".bin" / name
+
+    def modern_node(self) -> str:
+        """Node.js 22 from the `node` dev dependency (the conformance suite needs it);
+        the system node when that is recent enough or the package is absent."""
+        packaged = self.bin("node")
+        return str(packaged) if packaged.exists() else self.node
 
 
 def find_node_clients() -> NodeClients:
@@ -147,9 +183,9 @@ def seed_memory(gateway: LiveGateway, content: str) -> str:
 
 
 STEP_UP_CAPPED_BY_REGISTRATION = (
-    "gateway bug: SDKs register with the scope of the first 401 challenge "
-    "('read offline_access'); /oauth/authorize intersects later requests with that "
-    "registered scope (gateway/oauth/authorize.py grant_scopes(..., client.scopes)), so "
-    "the step-up request 'read offline_access write' is silently granted without write "
-    "and the retried call gets 403 insufficient_scope again"
+    "gateway bug: MCP SDKs register with the scope of the first 401 challenge ('read', or "
+    "'read offline_access' for the Python SDK) and /oauth/authorize intersects every later "
+    "request with that registered scope (gateway/oauth/authorize.py: grant_scopes(..., "
+    "client.scopes)), so the step-up request for 'read write' is granted 'read' and the "
+    "retried tools/call gets 403 insufficient_scope again"
 )
