@@ -230,6 +230,8 @@ class GatewayServer:
         watch_interval: float = DEFAULT_WATCH_INTERVAL,
         **options: Any,
     ) -> None:
+        if redirect_port is not None and tls is None:
+            raise ValueError("an HTTPS redirect listener needs TLS on the main listener")
         self.tls, self.watch_interval = tls, watch_interval
         factory = None if tls is None else (lambda _config, _default: tls.context)
         config = uvicorn.Config(app, host=host, port=port, ssl_context_factory=factory, **options)

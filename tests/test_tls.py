@@ -311,6 +311,11 @@ def test_redirect_listener_sends_plain_http_to_https(
         assert followed.json() == {"scheme": "https", "path": "/hello", "query": "x=%2F"}
 
 
+def test_redirect_listener_without_tls_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs TLS"):
+        GatewayServer(ECHO_APP, LOOPBACK, 0, None, redirect_port=0)
+
+
 def test_hsts_only_on_https(pair: tuple[Path, Path, int], ca: trustme.CA) -> None:
     cert_file, key_file, _ = pair
     app = HSTSMiddleware(ECHO_APP, max_age=600)
