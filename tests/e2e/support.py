@@ -154,7 +154,8 @@ class NodeClients:
 
 def find_node_clients() -> NodeClients:
     node = shutil.which("node")
-    installed = (CLIENTS_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir()
+    packages = CLIENTS_DIR / "node_modules" / "@modelcontextprotocol"
+    installed = (packages / "sdk").is_dir() and (packages / "conformance").is_dir()
     if node and installed:
         return NodeClients(node, CLIENTS_DIR)
     problem = (
