@@ -1,6 +1,7 @@
 // The MCP TypeScript SDK as a real client of the gateway, driven headlessly.
 //
 // Usage: node mcp_client.mjs <mcp-url> [--api-key KEY] [--content TEXT] [--store]
+//                             [--client-metadata-url URL]
 // Trust the gateway's CA with NODE_EXTRA_CA_CERTS. Prints one JSON summary line last.
 //
 // The SDK does discovery from the 401, registration, PKCE, the token request and, on a
@@ -30,8 +31,10 @@ function consentForm(page, pageUrl) {
 }
 
 class HeadlessProvider {
-  constructor({ apiKey }) {
+  constructor({ apiKey, clientMetadataUrl }) {
     this.apiKey = apiKey;
+    // SEP-991: used as client_id instead of registering when the server supports it.
+    this.clientMetadataUrl = clientMetadataUrl;
     this.visited = [];
     this.redirects = [];
     this._client = undefined;
@@ -142,10 +145,14 @@ async function main() {
       "api-key": { type: "string" },
       content: { type: "string" },
       store: { type: "boolean", default: false },
+      "client-metadata-url": { type: "string" },
     },
   });
   const url = new URL(positionals[0]);
-  provider = new HeadlessProvider({ apiKey: values["api-key"] });
+  provider = new HeadlessProvider({
+    apiKey: values["api-key"],
+    clientMetadataUrl: values["client-metadata-url"],
+  });
   const summary = { sdk: sdkVersion() };
   let transport = new StreamableHTTPClientTransport(url, { authProvider: provider });
   let client = new Client({ name: "memory-gateway-e2e-node", version: "1.0.0" });

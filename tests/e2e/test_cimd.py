@@ -22,7 +22,7 @@ from tests.clients.mcp_python import (
     tool_json,
 )
 from tests.e2e.cimd import DocumentServer, in_process_gateway
-from tests.e2e.support import Pkce, authorize_params, seed_memory
+from tests.e2e.support import NodeClients, Pkce, authorize_params, last_json_line, seed_memory
 from tests.integration.live import LiveGateway
 
 
@@ -42,6 +42,9 @@ def cimd_gateway(
         yield gateway
 
 
+NODE_REDIRECT = "http://127.0.0.1:33420/callback"  # tests/clients/mcp_client.mjs
+
+
 def publish(documents: DocumentServer, name: str, **overrides: object) -> str:
     """A client's metadata document at its own URL; returns that URL (the client_id)."""
     path = f"/clients/{name}-{secrets.token_hex(4)}.json"
@@ -49,7 +52,7 @@ def publish(documents: DocumentServer, name: str, **overrides: object) -> str:
     documents.documents[path] = {
         "client_id": url,
         "client_name": f"CIMD e2e {name}",
-        "redirect_uris": [DEFAULT_REDIRECT],
+        "redirect_uris": [DEFAULT_REDIRECT, NODE_REDIRECT],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
@@ -85,6 +88,26 @@ async def test_r6_python_sdk_uses_client_id_metadata_document(
 
 ID_MISMATCH = ("invalid_client", "client_id does not equal its URL")
 NOT_LISTED = ("invalid_request", "redirect_uri is not registered")
+
+
+@pytest.mark.node
+def test_r6_typescript_sdk_uses_client_id_metadata_document(
+    node: NodeClients, cimd_gateway: LiveGateway, documents: DocumentServer
+) -> None:
+    """R6 with the TypeScript SDK's `clientMetadataUrl`: no registration, the document
+    URL is the client_id, and the flow reaches the memory tools."""
+    client_id = publish(documents, "node")
+    content = f"cimd node e2e {secrets.token_hex(6)}"
+    seed_memory(cimd_gateway, content)
+    done = node.run(
+        "mcp_client.mjs",
+        [f"{cimd_gateway.url}/mcp", "--content", content, "--client-metadata-url", client_id],
+        cimd_gateway,
+    )
+    summary = last_json_line(done.stdout)
+    assert done.returncode == 0, f"{summary.get('error')}\n{done.stderr[-2000:]}"
+    assert summary["clientId"] == client_id
+    assert summary["retrieved"] is True
 
 
 @pytest.mark.parametrize(
