@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
 
 from gateway.auth import Authenticator, Challenges
 from gateway.oauth import keys
-from gateway.oauth.client_metadata import ClientMetadataResolver
 from gateway.oauth.server import (
     AuthorizationServer,
+    ClientResolver,
     Store,
     build_authorization_server,
     is_authorization_path,
@@ -99,21 +97,14 @@ def create_app(
     *,
     store: Store | None = None,
     ring: keys.KeyRing | None = None,
-    client_resolver: ClientMetadataResolver | None = None,
+    client_resolver: ClientResolver | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Gateway:
     tokens = _token_service(settings, ring, clock) if settings.oauth_enabled else None
     authorization = None
     if tokens is not None:
-        resolver = client_resolver
-        if resolver is None and settings.cimd_enabled:
-            resolver = ClientMetadataResolver(
-                allow_private=settings.cimd_allow_private,
-                verify=_outbound_trust(settings.cimd_ca_file),
-                allowed_redirect_schemes=settings.allowed_redirect_schemes,
-            )
         authorization = build_authorization_server(
-            settings, tokens=tokens, store=store, client_resolver=resolver, clock=clock
+            settings, tokens=tokens, store=store, client_resolver=client_resolver, clock=clock
         )
     authenticator = Authenticator(
         tokens=tokens,
@@ -140,10 +131,6 @@ def _token_service(
             else keys.load_or_create(settings.state_dir / "keys")
         )
     return TokenService(ring, issuer=settings.issuer, ttl=settings.access_token_ttl, clock=clock)
-
-
-def _outbound_trust(ca_file: Path | None) -> ssl.SSLContext | bool:
-    return True if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
 
 
 def _revocation_check(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -219,9 +220,13 @@ def _default_resolver(
 ) -> tuple[ClientResolver, Callable[[], Awaitable[None]]]:
     from gateway.oauth.client_metadata import ClientMetadataResolver
 
+    verify: ssl.SSLContext | bool = True
+    if settings.cimd_ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(settings.cimd_ca_file))
     resolver = ClientMetadataResolver(
         allow_private=settings.cimd_allow_private,
         allowed_redirect_schemes=settings.allowed_redirect_schemes,
+        verify=verify,
         clock=clock,
     )
     return resolver, resolver.aclose
