@@ -15,7 +15,7 @@ from gateway.oauth.models import Client
 from gateway.oauth.pkce import validate_challenge
 from gateway.oauth.redirects import find_redirect
 from gateway.oauth.resource import resolve_resource
-from gateway.oauth.scopes import format_scope, grant_scopes
+from gateway.oauth.scopes import consented_scopes, format_scope
 from gateway.store.base import AuthorizationCode, PendingConsent, hash_secret
 
 RESOURCE_OWNER = "user"
@@ -52,7 +52,7 @@ def validate_authorization(
         params.get("code_challenge_method"),
         required=client.is_public,
     )
-    scope = format_scope(grant_scopes(params.get("scope"), client.scopes))
+    scope = format_scope(consented_scopes(params.get("scope"), client.scopes))
     audience = resolve_resource(resources, resource)
     return scope, challenge, audience
 

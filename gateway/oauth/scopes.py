@@ -24,6 +24,20 @@ def grant_scopes(requested: str | None, allowed: frozenset[str]) -> frozenset[st
     return granted
 
 
+def consented_scopes(requested: str | None, registered: frozenset[str]) -> frozenset[str]:
+    """Scopes of a delegated grant (authorization code): what the user consents to.
+
+    The registration does not cap them: MCP clients register with the scope of the
+    first challenge and ask for more on a 403 insufficient_scope (step-up, PROTOCOL D6),
+    so capping by the registered scope would make step-up impossible. Unknown scopes
+    are still refused; no scope requested → the registered scope.
+    """
+    granted = parse_scope(requested) or registered
+    if not granted:
+        raise InvalidScope("no scope requested and none registered")
+    return granted
+
+
 def narrow_scopes(requested: str | None, original: frozenset[str]) -> frozenset[str]:
     """A refresh may keep or narrow the original grant, never widen it (RFC 6749 §6)."""
     wanted = parse_scope(requested)

@@ -181,12 +181,3 @@ def seed_memory(gateway: LiveGateway, content: str) -> str:
     answer = httpx.post(f"{gateway.backend_url}/api/memories", json={"content": content})
     assert answer.status_code == 200, answer.text
     return str(answer.json()["content_hash"])
-
-
-STEP_UP_CAPPED_BY_REGISTRATION = (
-    "gateway bug: MCP SDKs register with the scope of the first 401 challenge ('read', or "
-    "'read offline_access' for the Python SDK) and /oauth/authorize intersects every later "
-    "request with that registered scope (gateway/oauth/authorize.py: grant_scopes(..., "
-    "client.scopes)), so the step-up request for 'read write' is granted 'read' and the "
-    "retried tools/call gets 403 insufficient_scope again"
-)

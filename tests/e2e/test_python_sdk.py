@@ -25,7 +25,7 @@ from tests.clients.mcp_python import (
     tool_json,
 )
 from tests.e2e.conftest import API_KEY
-from tests.e2e.support import STEP_UP_CAPPED_BY_REGISTRATION, jwt_claims, seed_memory
+from tests.e2e.support import jwt_claims, seed_memory
 from tests.integration.live import LiveGateway
 
 pytestmark = pytest.mark.anyio
@@ -95,7 +95,6 @@ async def test_a6_python_sdk_wrong_api_key_gets_no_token(consent_gateway: LiveGa
     assert callbacks.redirects == []
 
 
-@pytest.mark.xfail(strict=True, reason=STEP_UP_CAPPED_BY_REGISTRATION)
 async def test_d6_python_sdk_steps_up_from_read_to_write(gateway: LiveGateway) -> None:
     """D6: holding `read`, store_memory gets 403 insufficient_scope; the SDK re-authorises
     for the union of scopes and the call succeeds on the same session."""

@@ -14,7 +14,6 @@ import pytest
 
 from tests.e2e.conftest import API_KEY
 from tests.e2e.support import (
-    STEP_UP_CAPPED_BY_REGISTRATION,
     NodeClients,
     last_json_line,
     seed_memory,
@@ -66,7 +65,6 @@ def test_a6_typescript_sdk_consent_form_approved_with_api_key(
     check_read_flow(summary, consent_gateway)
 
 
-@pytest.mark.xfail(strict=True, reason=STEP_UP_CAPPED_BY_REGISTRATION)
 def test_d6_typescript_sdk_steps_up_to_write_for_store_memory(
     node: NodeClients, gateway: LiveGateway
 ) -> None:

@@ -52,7 +52,6 @@ async def test_a1_bad_client_or_redirect_gets_400_page_never_redirect(
         ({"code_challenge_method": "plain"}, "invalid_request"),
         ({"code_challenge": None, "code_challenge_method": None}, "invalid_request"),
         ({"scope": "read superuser"}, "invalid_scope"),
-        ({"scope": "admin"}, "invalid_scope"),
         ({"resource": "https://other.example/mcp"}, "invalid_target"),
     ],
 )
@@ -197,6 +196,16 @@ async def test_a5_no_scope_requested_gets_registered_scope(harness: Harness) -> 
     code, verifier = await harness.code_for(client["client_id"])
     token = await harness.exchange(client["client_id"], code, verifier)
     assert token.json()["scope"] == "read"
+
+
+async def test_d6_step_up_may_ask_for_more_than_the_registered_scope(harness: Harness) -> None:
+    """MCP SDKs register with the first challenge's scope ('read') and, on a 403
+    insufficient_scope, authorize again for 'read write': consent, not the
+    registration, limits a delegated grant."""
+    client = await harness.public_client(scope="read")
+    code, verifier = await harness.code_for(client["client_id"], scope="read write")
+    token = await harness.exchange(client["client_id"], code, verifier)
+    assert token.json()["scope"] == "read write"
 
 
 async def test_a_rate_limit_on_authorize(make_harness: Any) -> None:

@@ -20,7 +20,7 @@ from gateway.oauth.pkce import s256, validate_challenge, verifier_matches
 from gateway.oauth.redirects import redirect_matches, validate_redirect_uri
 from gateway.oauth.refresh import seal, unseal
 from gateway.oauth.resource import canonical_resource, resolve_resource
-from gateway.oauth.scopes import grant_scopes, narrow_scopes
+from gateway.oauth.scopes import consented_scopes, grant_scopes, narrow_scopes
 from gateway.store.base import hash_secret
 
 RESOURCE = "https://gw.example:8443/mcp"
@@ -130,6 +130,29 @@ def test_a5_requested_scopes_intersect_client_allowed(
     requested: str | None, granted: set[str]
 ) -> None:
     assert grant_scopes(requested, ALLOWED) == granted
+
+
+@pytest.mark.parametrize(
+    ("requested", "registered", "granted"),
+    [
+        ("read write", {"read"}, {"read", "write"}),
+        ("admin", {"read"}, {"admin"}),
+        (None, {"read", "offline_access"}, {"read", "offline_access"}),
+        ("", {"read"}, {"read"}),
+    ],
+)
+def test_a5_d6_delegated_grant_is_what_was_consented(
+    requested: str | None, registered: set[str], granted: set[str]
+) -> None:
+    assert consented_scopes(requested, frozenset(registered)) == granted
+
+
+@pytest.mark.parametrize(("requested", "registered"), [("read superuser", {"read"}), ("", set())])
+def test_a5_delegated_grant_refuses_unknown_or_empty_scope(
+    requested: str, registered: set[str]
+) -> None:
+    with pytest.raises(InvalidScope):
+        consented_scopes(requested, frozenset(registered))
 
 
 @pytest.mark.parametrize("requested", ["read superuser", "admin"])
