@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.policy import PolicyError
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger("gateway")
@@ -40,9 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args))
-    except SettingsError as exc:
+    except (SettingsError, PolicyError) as exc:
         print(f"memory-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, ssl.SSLError) as exc:
+        print(f"memory-gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

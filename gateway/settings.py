@@ -15,6 +15,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 ConsentMode = Literal["auto", "api_key"]
+STORAGE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -114,8 +115,9 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         port=port,
         upstream=_upstream(reader.text("upstream", "MCP_GATEWAY_UPSTREAM")),
         state_dir=state_dir,
-        storage=reader.text("storage", "MCP_OAUTH_STORAGE")
-        or f"sqlite:///{state_dir / 'oauth.db'}",
+        storage=_storage(
+            reader.text("storage", "MCP_OAUTH_STORAGE") or f"sqlite:///{state_dir / 'oauth.db'}"
+        ),
         consent=_consent(reader.text("consent", "MCP_OAUTH_CONSENT"), api_key, issuer),
         dcr_registration_key=reader.text("dcr_registration_key", "MCP_DCR_REGISTRATION_KEY"),
         policy_file=reader.path("policy_file", "MCP_GATEWAY_POLICY"),
@@ -196,6 +198,17 @@ def _consent(value: str | None, api_key: str | None, issuer: str) -> ConsentMode
     raise SettingsError(
         "the issuer is not loopback and no consent method is configured: set MCP_API_KEY "
         "(consent approved with the key) or MCP_OAUTH_CONSENT=auto (approves every request)"
+    )
+
+
+def _storage(url: str) -> str:
+    if url.startswith(STORAGE_SCHEMES) and url not in STORAGE_SCHEMES:
+        return url
+    if url in {"memory", "memory://"}:
+        return url
+    raise SettingsError(
+        "MCP_OAUTH_STORAGE must be sqlite:///PATH, redis://HOST:PORT/DB, rediss://... or "
+        f"memory:// (tests only), got {url.split('://', 1)[0]!r}"
     )
 
 

@@ -96,6 +96,8 @@ def test_issuer_is_derived_from_the_listener_never_a_request(
         ({"MCP_GATEWAY_UPSTREAM": "https://backend:8001"}, "http:// URL"),
         ({"MCP_GATEWAY_UPSTREAM": "http://backend:8001/api"}, "without path"),
         ({"MCP_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8 nonsense"}, "TRUSTED_PROXIES"),
+        ({"MCP_OAUTH_STORAGE": "postgres://db/oauth"}, "MCP_OAUTH_STORAGE"),
+        ({"MCP_OAUTH_STORAGE": "sqlite:///"}, "MCP_OAUTH_STORAGE"),
     ],
 )
 def test_bad_configuration_stops_start_up_with_a_clear_message(
