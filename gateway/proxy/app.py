@@ -15,7 +15,14 @@ from gateway.errors import InvalidRequest, OAuthError, PayloadTooLarge
 from gateway.principal import Principal
 from gateway.proxy.errors import ClientGone
 from gateway.proxy.forward import Forwarder, Outgoing
-from gateway.proxy.headers import Forwarding, is_trusted, parse_networks, request_headers
+from gateway.proxy.headers import (
+    Forwarding,
+    IdentityCache,
+    RequestIds,
+    is_trusted,
+    parse_networks,
+    request_headers,
+)
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.ports import Authenticator, Challenges, Decision, Header, Policy
 from gateway.proxy.replies import send_error, send_raw
@@ -62,6 +69,8 @@ class ProxyApp:
         self.max_inspected_body = max_inspected_body
         self.trusted = parse_networks(settings.trusted_proxies)
         self.proto = b"https" if settings.https_enabled else b"http"
+        self.identity = IdentityCache()
+        self.request_ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = _scan(scope["headers"])
@@ -98,7 +107,13 @@ class ProxyApp:
             body = await self._read_body(receive, found.content_length)
             self._check_tools(decision, principal, body)
         target = path.encode("ascii") + b"?" + query if query else path.encode("ascii")
-        headers = request_headers(scope["headers"], principal, self._forwarding(scope, found))
+        headers = request_headers(
+            scope["headers"],
+            principal,
+            self._forwarding(scope, found),
+            identity=None if principal is None else self.identity(principal),
+            new_id=self.request_ids,
+        )
         outgoing = Outgoing(method, target, headers, body, found.content_length, cors_headers)
         await self.forward(outgoing, receive, send)
 

@@ -16,10 +16,11 @@ a fresh random id.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 from urllib.parse import quote
 
 from gateway.principal import Principal
@@ -55,6 +56,7 @@ IDENTITY = frozenset(
 CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 # Routing and framing the gateway sets itself for the upstream hop.
 OWN = frozenset({b"host", b"content-length", b"expect"})
+_CONNECTION = frozenset({b"connection", b"proxy-connection"})
 REQUEST_DROP = HOP_BY_HOP | IDENTITY | CREDENTIALS | OWN
 RESPONSE_DROP = HOP_BY_HOP | frozenset({b"server", b"date"})
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -70,9 +72,9 @@ def connection_tokens(value: bytes) -> frozenset[bytes]:
     return frozenset(fold(token.strip()) for token in value.split(b",") if token.strip())
 
 
-@dataclass(frozen=True, slots=True)
-class Forwarding:
-    """What the gateway asserts about the client hop (P6)."""
+class Forwarding(NamedTuple):
+    """What the gateway asserts about the client hop (P6). A NamedTuple: built on every
+    request, and a frozen dataclass's __init__ costs several times more."""
 
     peer: bytes
     proto: bytes
@@ -81,11 +83,19 @@ class Forwarding:
 
 
 def request_headers(
-    headers: Iterable[Header], principal: Principal | None, forwarding: Forwarding
+    headers: Iterable[Header],
+    principal: Principal | None,
+    forwarding: Forwarding,
+    *,
+    identity: list[Header] | None = None,
+    new_id: Callable[[], bytes] | None = None,
 ) -> list[Header]:
-    """The headers to send upstream, without Host and framing headers."""
-    headers = list(headers)
-    named = _named_in_connection(headers)
+    """The headers to send upstream, without Host and framing headers.
+
+    `identity` is `identity_headers(principal)` when the caller has it cached; `new_id`
+    makes the id of a request that brought no sane one (default: `new_request_id`).
+    """
+    named: frozenset[bytes] = frozenset()
     kept: list[Header] = []
     request_id = b""
     chain: list[bytes] = []
@@ -101,19 +111,25 @@ def request_headers(
                 elif key == b"x-forwarded-host":
                     host = host or value
             continue
-        if key in REQUEST_DROP or key in named:
-            if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+        if key in REQUEST_DROP:
+            if key in _CONNECTION:
+                named |= connection_tokens(value)
+            elif name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
                 request_id = request_id or value
             continue
         kept.append((name, value))
+    if named:
+        kept = [(name, value) for name, value in kept if name.translate(_FOLD) not in named]
     chain.append(forwarding.peer)
     kept.append((b"x-forwarded-for", b", ".join(chain)))
     kept.append((b"x-forwarded-proto", proto or forwarding.proto))
     if host or forwarding.host:
         kept.append((b"x-forwarded-host", host or forwarding.host))
-    kept.append((b"x-request-id", request_id or new_request_id()))
-    if principal is not None:
-        kept.extend(identity_headers(principal))
+    kept.append((b"x-request-id", request_id or (new_id or new_request_id)()))
+    if identity is not None:
+        kept += identity
+    elif principal is not None:
+        kept += identity_headers(principal)
     return kept
 
 
@@ -146,6 +162,34 @@ def header_value(text: str) -> bytes:
 
 def new_request_id() -> bytes:
     return os.urandom(12).hex().encode("ascii")
+
+
+class RequestIds:
+    """Unique request ids without a system call each: a random per-process prefix and
+    a counter (`new_request_id` costs a getrandom(2) per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._count = itertools.count(1)
+
+    def __call__(self) -> bytes:
+        return f"{self._prefix}{next(self._count):08x}".encode("ascii")
+
+
+class IdentityCache:
+    """`identity_headers(principal)` built once per principal (bounded)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._built: dict[Principal, list[Header]] = {}
+
+    def __call__(self, principal: Principal) -> list[Header]:
+        built = self._built.get(principal)
+        if built is None:
+            if len(self._built) >= self._limit:
+                self._built.clear()
+            built = self._built[principal] = identity_headers(principal)
+        return built
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:

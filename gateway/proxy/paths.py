@@ -16,6 +16,9 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 # Printable ASCII other than space; '%' is handled separately, '\\' is rejected below.
 _ALLOWED_RAW = frozenset(range(0x21, 0x7F))
 _FORBIDDEN_DECODED = frozenset(b"/\\\x00")
+# Bytes a path may hold and still need no decoding: printable ASCII minus '%', ';' and
+# '\\'. `raw.translate(None, _PLAIN)` deletes them all in one C call.
+_PLAIN = bytes(sorted(_ALLOWED_RAW - frozenset(b"%;\\")))
 
 
 class InvalidPath(InvalidRequest):
@@ -44,15 +47,7 @@ _DIRECTORY_ENDINGS = frozenset({"", ".", ".."})
 
 def _is_plain(raw: bytes) -> bool:
     """Fast path: nothing to decode, resolve or reject (the common case)."""
-    return (
-        b"%" not in raw
-        and b"//" not in raw
-        and b";" not in raw
-        and b"/." not in raw
-        and b"\\" not in raw
-        and raw.isascii()
-        and all(b in _ALLOWED_RAW for b in raw)
-    )
+    return not raw.translate(None, _PLAIN) and b"//" not in raw and b"/." not in raw
 
 
 def _decode(raw: bytes) -> str:
