@@ -1,15 +1,18 @@
 """Gateway vs nginx vs direct, on loopback, one table of ratios (PERF.md).
 
-    uv run python bench/run.py [--duration 8] [--connections 20]
+    uv run python bench/run.py [--duration 5] [--rounds 3] [--connections 20] [--no-pin]
 
 Needs `nginx` and `wrk` on PATH (Debian: apt-get install -y nginx-light wrk). A
-benchmark, never a test: it prints numbers and never fails on one.
+benchmark, never a test: it prints numbers and never fails on one. The gateway is the
+real product (`python -m gateway serve`, environment only) and its token comes from its
+own /oauth/token. Method: bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -26,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import trustme  # noqa: E402
 
-from tests.proxy.conftest import Server, bearer, free_port, start, wait_listening  # noqa: E402
+from bench.product import oauth_token, pinned, start_backend, start_gateway  # noqa: E402
+from tests.proxy.conftest import Server, free_port, wait_listening  # noqa: E402
 
 MB = 1024 * 1024
 NGINX_CONF = """
@@ -55,64 +59,83 @@ http {{
 """
 
 
+PROXY_CPU, LOAD_CPU = "0", "1"
+
+
 def main() -> None:
     args = parse()
     missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
     if missing:
         print(f"missing {', '.join(missing)}: apt-get install -y nginx-light wrk")
         sys.exit(2)
+    load = os.getloadavg()
+    print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    if load[0] > 1:
+        print(f"WARNING: load average {load[0]:.2f} > 1: other work shares these CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         run(Path(tmp), args)
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     return parser.parse_args()
 
 
 def run(tmp: Path, args: argparse.Namespace) -> None:
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    proxy_cpu, load_cpu = (PROXY_CPU, LOAD_CPU) if pin else (None, None)
+    print(
+        f"pinning: proxies on CPU {PROXY_CPU}, backend + load generator on CPU {LOAD_CPU}"
+        if pin
+        else "pinning: off"
+    )
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     servers: list[Server] = []
     try:
-        backend = keep(servers, start("bench.backend"))
-        gateway = keep(servers, start("tests.proxy.gateway_server", backend.url))
-        gateway_tls = keep(
-            servers,
-            start(
-                "tests.proxy.gateway_server",
-                backend.url,
-                f"ssl_certfile={tmp / 'cert.pem'}",
-                f"ssl_keyfile={tmp / 'key.pem'}",
-            ),
+        backend = keep(servers, start_backend(load_cpu))
+        es = keep(servers, start_gateway(backend.url, tmp, cpus=proxy_cpu))
+        hs = keep(servers, start_gateway(backend.url, tmp, cpus=proxy_cpu, hs256=True))
+        es_tls = keep(
+            servers, start_gateway(backend.url, tmp, cpus=proxy_cpu, tls=(cert_file, key_file))
         )
-        nginx = keep(servers, start_nginx(tmp, backend.port, tls=None))
-        nginx_tls = keep(servers, start_nginx(tmp, backend.port, tls=tmp))
-        token = bearer("read")["Authorization"]
-        d, c = args.duration, args.connections
-        rows = [
-            ("backend direct", wrk(backend.url, token, d, c)),
-            ("nginx, 1 worker, keep-alive upstream", wrk(nginx.url, token, d, c)),
-            ("gateway (ProxyApp, HS256, uvloop+httptools)", wrk(gateway.url, token, d, c)),
-            ("nginx TLS", wrk(https(nginx_tls), token, d, c)),
-            ("gateway TLS (uvicorn ssl)", wrk(https(gateway_tls), token, d, c)),
-        ]
-        report(rows)
+        nginx = keep(servers, start_nginx(tmp, backend.port, tls=None, cpus=proxy_cpu))
+        nginx_tls = keep(servers, start_nginx(tmp, backend.port, tls=tmp, cpus=proxy_cpu))
+        es_token = oauth_token(es.url, "read")
+        hs_token = oauth_token(hs.url, "read")
+        tls_token = oauth_token(https(es_tls), "read", verify=str(tmp / "ca.pem"))
+        targets = {
+            "backend direct": (backend.url, es_token),
+            "nginx": (nginx.url, es_token),
+            "gateway ES256": (es.url, es_token),
+            "gateway HS256": (hs.url, hs_token),
+            "nginx TLS": (https(nginx_tls), es_token),
+            "gateway TLS ES256": (https(es_tls), tls_token),
+        }
+        rounds = throughput(targets, args, load_cpu)
+        report(rounds)
         for log in sorted(tmp.glob("nginx-*/error.log")):
             if log.read_text().strip():
                 print(f"{log.parent.name} error log:\n{log.read_text()[-2000:]}", file=sys.stderr)
-        half = [
-            ("nginx", wrk(nginx.url, token, d, 2, latency=True)),
-            ("gateway", wrk(gateway.url, token, d, 2, latency=True)),
-        ]
-        report_latency(half)
-        writer = bearer("read", "write")["Authorization"]
-        streaming(backend, nginx, gateway, writer, args.streams)
+        peak = statistics.median(r["rps"] for r in rounds["nginx"])
+        latency = open_loop(
+            {"nginx": targets["nginx"], "gateway ES256": targets["gateway ES256"]},
+            peak / 2,
+            args,
+            load_cpu,
+        )
+        writer = oauth_token(es.url, "read write")
+        streaming(backend, nginx, es, writer, args.streams)
+        summary(rounds, latency)
     finally:
         for server in reversed(servers):
             server.stop()
@@ -127,7 +150,7 @@ def https(server: Server) -> str:
     return f"https://127.0.0.1:{server.port}"
 
 
-def start_nginx(tmp: Path, backend: int, tls: Path | None) -> Server:
+def start_nginx(tmp: Path, backend: int, tls: Path | None, cpus: str | None) -> Server:
     port = free_port()
     name = "tls" if tls else "plain"
     directory = tmp / f"nginx-{name}"
@@ -142,49 +165,134 @@ def start_nginx(tmp: Path, backend: int, tls: Path | None) -> Server:
     if tls:
         conf = conf.replace(f"listen 127.0.0.1:{port};", ssl)
     (directory / "nginx.conf").write_text(conf)
-    proc = subprocess.Popen(["nginx", "-p", str(directory), "-c", str(directory / "nginx.conf")])
+    command = pinned(cpus, ["nginx", "-p", str(directory), "-c", str(directory / "nginx.conf")])
+    proc = subprocess.Popen(command)
     wait_listening(port, proc)  # type: ignore[arg-type]
     return Server(port, proc)  # type: ignore[arg-type]
 
 
-def wrk(url: str, token: str, seconds: int, connections: int, latency: bool = False) -> dict:
+def throughput(
+    targets: dict[str, tuple[str, str]], args: argparse.Namespace, cpus: str | None
+) -> dict[str, list[dict]]:
+    """Interleaved: every round runs every target once, so drift hits all of them."""
+    results: dict[str, list[dict]] = {name: [] for name in targets}
+    wrk(targets["nginx"][0], targets["nginx"][1], 1, args.connections, cpus)  # warm-up
+    for number in range(args.rounds):
+        for name, (url, token) in targets.items():
+            result = wrk(url, token, args.duration, args.connections, cpus)
+            results[name].append(result)
+            print(f"round {number + 1}: {name}: {result['rps']:,.0f} req/s", flush=True)
+    return results
+
+
+def wrk(url: str, token: str, seconds: int, connections: int, cpus: str | None) -> dict:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Authorization: {token}"]
-    if latency:
-        command.append("--latency")
     out = subprocess.run(
-        [*command, f"{url}/api/memories"], capture_output=True, text=True, check=False
+        pinned(cpus, [*command, f"{url}/api/memories"]), capture_output=True, text=True, check=False
     ).stdout
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     rps = float(found.group(1)) if found else 0.0
     if rps == 0:
         print(f"wrk against {url} failed:\n{out}", file=sys.stderr)
-    result = {"rps": rps, "non2xx": "Non-2xx" in out or "Socket errors" in out}
-    for pct in ("50", "99"):
-        match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
-        if match:
-            value, unit = float(match.group(1)), match.group(2)
-            result[f"p{pct}"] = (
-                value / 1000 if unit == "us" else value * (1000 if unit == "s" else 1)
-            )
-    return result
+    return {"rps": rps, "non2xx": "Non-2xx" in out or "Socket errors" in out}
 
 
-def report(rows: list[tuple[str, dict]]) -> None:
-    plain = rows[1][1]["rps"]
-    tls = rows[3][1]["rps"]
-    print("\n| path | req/s | x nginx |")
+def ratio(rounds: dict[str, list[dict]], name: str, base: str) -> float:
+    """Median over rounds of (target / base) measured in the same round."""
+    pairs = zip(rounds[name], rounds[base], strict=True)
+    return statistics.median(a["rps"] / max(b["rps"], 1) for a, b in pairs)
+
+
+def base_of(name: str) -> str:
+    return "nginx TLS" if "TLS" in name else "nginx"
+
+
+def report(rounds: dict[str, list[dict]]) -> None:
+    print("\n| path | req/s (median) | x nginx (median of per-round ratios) |")
     print("|---|---|---|")
-    for i, (name, result) in enumerate(rows):
-        base = tls if i >= 3 else plain
-        flag = " (errors!)" if result["non2xx"] else ""
-        print(f"| {name} | {result['rps']:,.0f}{flag} | {result['rps'] / max(base, 1):.2f} |")
+    for name, results in rounds.items():
+        flag = " (errors!)" if any(r["non2xx"] for r in results) else ""
+        median = statistics.median(r["rps"] for r in results)
+        print(f"| {name} | {median:,.0f}{flag} | {ratio(rounds, name, base_of(name)):.2f} |")
 
 
-def report_latency(rows: list[tuple[str, dict]]) -> None:
-    print("\n| 2 connections (light load) | req/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
-    for name, r in rows:
-        print(f"| {name} | {r['rps']:,.0f} | {r.get('p50', 0):.3f} | {r.get('p99', 0):.3f} |")
+def open_loop(
+    targets: dict[str, tuple[str, str]], rate: float, args: argparse.Namespace, cpus: str | None
+) -> dict[str, dict]:
+    """p50/p99 at a fixed offered rate (half nginx's peak), interleaved like throughput.
+
+    If the Python generator cannot keep the schedule against nginx (it achieves less
+    than 97 % of the rate, or sends more than 2 ms late at p99), the rate is halved for
+    every target and that is printed."""
+    seconds = min(args.duration, 8)
+    nginx_url, nginx_token = targets["nginx"]
+    for _ in range(3):
+        probe = openloop(nginx_url, nginx_token, rate, seconds, cpus)
+        if probe["achieved_rps"] >= 0.97 * rate and probe["late_p99_ms"] <= 2.0:
+            break
+        print(
+            f"open-loop generator saturated at {rate:,.0f} req/s (achieved "
+            f"{probe['achieved_rps']:,.0f}, late p99 {probe['late_p99_ms']:.1f} ms): halving"
+        )
+        rate /= 2
+    results: dict[str, list[dict]] = {name: [] for name in targets}
+    for _ in range(args.rounds):
+        for name, (url, token) in targets.items():
+            results[name].append(openloop(url, token, rate, seconds, cpus))
+    merged = {name: median_of(rows) for name, rows in results.items()}
+    print(
+        f"\n| open loop, {rate:,.0f} req/s offered (half nginx peak) | achieved | "
+        "p50 ms | p99 ms | service p50 / p99 ms | generator late p99 ms |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, r in merged.items():
+        print(
+            f"| {name} | {r['achieved_rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+            f"{r['service_p50_ms']:.3f} / {r['service_p99_ms']:.3f} | {r['late_p99_ms']:.2f} |"
+        )
+    merged["rate"] = {"offered": rate}
+    return merged
+
+
+def openloop(url: str, token: str, rate: float, seconds: int, cpus: str | None) -> dict:
+    command = [sys.executable, "-m", "bench.openloop", f"{url}/api/memories", str(rate)]
+    out = subprocess.run(
+        pinned(cpus, [*command, str(seconds), "32", token]),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        return dict(json.loads(out.stdout))
+    except ValueError:
+        print(f"open-loop run against {url} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+        return {"achieved_rps": 0.0, "late_p99_ms": float("inf")}
+
+
+def median_of(rows: list[dict]) -> dict:
+    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+
+
+def summary(rounds: dict[str, list[dict]], latency: dict[str, dict]) -> None:
+    nginx, gateway = latency["nginx"], latency["gateway ES256"]
+    rows = [
+        ("throughput, plain (ES256 JWT)", ratio(rounds, "gateway ES256", "nginx"), ">= 0.8 x"),
+        ("throughput, plain (HS256 JWT)", ratio(rounds, "gateway HS256", "nginx"), ">= 0.8 x"),
+        (
+            "throughput, TLS (ES256 JWT)",
+            ratio(rounds, "gateway TLS ES256", "nginx TLS"),
+            ">= 0.6 x",
+        ),
+    ]
+    print("\n| PERF.md target | measured | target |")
+    print("|---|---|---|")
+    for name, value, target in rows:
+        print(f"| {name} | {value:.2f} x | {target} |")
+    for pct, target in (("p50", "<= +0.3 ms"), ("p99", "<= +2 ms")):
+        added = gateway[f"{pct}_ms"] - nginx[f"{pct}_ms"]
+        print(f"| added {pct} at half nginx peak | {added:+.3f} ms | {target} |")
 
 
 def streaming(backend: Server, nginx: Server, gateway: Server, token: str, streams: int) -> None:
