@@ -20,31 +20,27 @@ READ_SIZE = 64 * 1024
 DEFAULT_IDLE_LIFETIME = 4.0
 
 
-class UpstreamConnection:
-    """One keep-alive connection; also the httptools callback target."""
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection: an asyncio Protocol feeding httptools directly (no
+    StreamReader/StreamWriter layer, no per-request timeout context), and also the
+    httptools callback target.
 
-    __slots__ = (
-        "chunks",
-        "delimited",
-        "done",
-        "head_done",
-        "headers",
-        "idle_since",
-        "keep_alive",
-        "parser",
-        "reader",
-        "received",
-        "reused",
-        "status",
-        "writer",
-    )
+    Memory stays bounded: reading pauses while more than READ_SIZE bytes of parsed body
+    wait for the client, and writes wait for the transport's buffer to drain."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.reused = False
         self.idle_since = 0.0
+        self.closed = False
+        self.eof = False
+        self.error: BadGateway | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.read_paused = False
         self.reset()
 
     def reset(self) -> None:
@@ -56,13 +52,58 @@ class UpstreamConnection:
         self.received = False
         self.keep_alive = False
         self.delimited = False
+        self.buffered = 0
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.error = BadGateway("the upstream sent a malformed response")
+        if self.buffered > READ_SIZE and not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.head_done and not self.delimited and not self.done:
+            self.done = True  # a body delimited by the end of the connection
+            self.keep_alive = False
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.headers = []  # an interim response: wait for the final one
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self.delimited = any(
             name in (b"content-length", b"transfer-encoding") for name, _ in self.headers
@@ -71,42 +112,37 @@ class UpstreamConnection:
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
+        self.buffered += len(body)
 
     def on_message_complete(self) -> None:
-        self.done = True
+        if self.head_done:
+            self.done = True
 
     # I/O
     async def write(self, data: bytes) -> None:
-        try:
-            self.writer.write(data)
-            await self.writer.drain()
-        except OSError as exc:
-            raise self._closed(f"upstream connection failed while sending: {exc}") from None
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise self._closed("upstream connection failed while sending")
+        self.transport.write(data)
+        if self.write_paused:
+            drained = self.drained = self.loop.create_future()
+            await drained
+            if self.closed:
+                raise self._closed("upstream connection failed while sending")
 
     async def read_head(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    while not self.head_done:
-                        await self._feed()
-                    if not 100 <= self.status < 200 or self.status == 101:
-                        return
-                    self.head_done = False  # an interim response: wait for the final one
-                    self.headers = []
-        except TimeoutError:
-            raise GatewayTimeout("the upstream did not answer in time") from None
+        while not self.head_done:
+            await self._wait(seconds, "the upstream did not answer in time")
 
     async def body(self, idle_timeout: float) -> list[bytes]:
         """The body chunks parsed so far, waiting up to idle_timeout for at least one."""
-        if not self.chunks and not self.done:
-            try:
-                async with asyncio.timeout(idle_timeout):
-                    while not self.chunks and not self.done:
-                        await self._feed()
-            except TimeoutError:
-                raise GatewayTimeout("the upstream stopped sending the response") from None
+        while not self.chunks and not self.done:
+            await self._wait(idle_timeout, "the upstream stopped sending the response")
         chunks = self.chunks
         self.chunks = []
+        self.buffered = 0
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
         return chunks
 
     def end_without_body(self) -> None:
@@ -114,22 +150,28 @@ class UpstreamConnection:
         self.done = True
         self.keep_alive = False
 
-    async def _feed(self) -> None:
-        try:
-            data = await self.reader.read(READ_SIZE)
-        except OSError as exc:
-            raise self._closed(f"upstream connection failed: {exc}") from None
-        if not data:
-            if self.head_done and not self.delimited:
-                self.done = True  # a body delimited by the end of the connection
-                self.keep_alive = False
-                return
+    async def _wait(self, seconds: float, late: str) -> None:
+        """Until the next data, end or error; GatewayTimeout after `seconds`."""
+        if self.error is not None:
+            raise self.error
+        if self.closed or self.eof:
             raise self._closed("the upstream closed the connection")
-        self.received = True
+        waiter = self.waiter = self.loop.create_future()
+        timer = self.loop.call_later(seconds, _expire, waiter)
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            raise BadGateway("the upstream sent a malformed response") from None
+            await waiter
+        except TimeoutError:
+            raise GatewayTimeout(late) from None
+        finally:
+            timer.cancel()
+            self.waiter = None
+        if self.error is not None:
+            raise self.error
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _closed(self, message: str) -> BadGateway:
         if self.reused and not self.received:
@@ -137,10 +179,22 @@ class UpstreamConnection:
         return BadGateway(message)
 
     def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+        return (
+            not self.closed
+            and not self.eof
+            and self.transport is not None
+            and (not self.transport.is_closing())
+        )
 
     def close(self) -> None:
-        self.writer.transport.abort()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class UpstreamPool:
@@ -175,14 +229,14 @@ class UpstreamPool:
     async def connect(self) -> UpstreamConnection:
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    self.host, self.port, limit=READ_SIZE
+                _, conn = await asyncio.get_running_loop().create_connection(
+                    UpstreamConnection, self.host, self.port
                 )
         except TimeoutError:
             raise GatewayTimeout("the upstream did not accept a connection in time") from None
         except OSError:
             raise BadGateway("the upstream is not reachable") from None
-        return UpstreamConnection(reader, writer)
+        return conn
 
     def release(self, conn: UpstreamConnection) -> None:
         """Back into the pool when the exchange ended cleanly; closed otherwise."""
