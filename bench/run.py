@@ -121,7 +121,15 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
             "nginx TLS": (https(nginx_tls), es_token),
             "gateway TLS ES256": (https(es_tls), tls_token),
         }
-        rounds = throughput(targets, args, load_cpu)
+        pids = {
+            "backend direct": backend.proc.pid,
+            "nginx": nginx.proc.pid,
+            "gateway ES256": es.proc.pid,
+            "gateway HS256": hs.proc.pid,
+            "nginx TLS": nginx_tls.proc.pid,
+            "gateway TLS ES256": es_tls.proc.pid,
+        }
+        rounds = throughput(targets, pids, args, load_cpu)
         report(rounds)
         for log in sorted(tmp.glob("nginx-*/error.log")):
             if log.read_text().strip():
@@ -172,17 +180,40 @@ def start_nginx(tmp: Path, backend: int, tls: Path | None, cpus: str | None) -> 
 
 
 def throughput(
-    targets: dict[str, tuple[str, str]], args: argparse.Namespace, cpus: str | None
+    targets: dict[str, tuple[str, str]],
+    pids: dict[str, int],
+    args: argparse.Namespace,
+    cpus: str | None,
 ) -> dict[str, list[dict]]:
     """Interleaved: every round runs every target once, so drift hits all of them."""
     results: dict[str, list[dict]] = {name: [] for name in targets}
     wrk(targets["nginx"][0], targets["nginx"][1], 1, args.connections, cpus)  # warm-up
     for number in range(args.rounds):
         for name, (url, token) in targets.items():
+            before = cpu_seconds(pids[name])
             result = wrk(url, token, args.duration, args.connections, cpus)
+            used = cpu_seconds(pids[name]) - before
+            result["cpu_us"] = used / max(result["rps"] * args.duration, 1) * 1e6
             results[name].append(result)
             print(f"round {number + 1}: {name}: {result['rps']:,.0f} req/s", flush=True)
     return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (nginx's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total
 
 
 def wrk(url: str, token: str, seconds: int, connections: int, cpus: str | None) -> dict:
@@ -208,12 +239,16 @@ def base_of(name: str) -> str:
 
 
 def report(rounds: dict[str, list[dict]]) -> None:
-    print("\n| path | req/s (median) | x nginx (median of per-round ratios) |")
-    print("|---|---|---|")
+    print("\n| path | req/s (median) | x nginx (median of per-round ratios) | CPU µs/req |")
+    print("|---|---|---|---|")
     for name, results in rounds.items():
         flag = " (errors!)" if any(r["non2xx"] for r in results) else ""
         median = statistics.median(r["rps"] for r in results)
-        print(f"| {name} | {median:,.0f}{flag} | {ratio(rounds, name, base_of(name)):.2f} |")
+        cpu = statistics.median(r["cpu_us"] for r in results)
+        print(
+            f"| {name} | {median:,.0f}{flag} | {ratio(rounds, name, base_of(name)):.2f} "
+            f"| {cpu:.0f} |"
+        )
 
 
 def open_loop(
