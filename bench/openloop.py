@@ -46,7 +46,7 @@ class Connection(asyncio.Protocol):
         self.parser.feed_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.load.lost += 1
+        self.load.replace(self)
 
     def send(self, due: float) -> None:
         self.due = due
@@ -73,6 +73,26 @@ class Load:
         self.connections = 0
         self.stopped = False
         self.drained = asyncio.Event()
+        self.reconnects: set[asyncio.Future[None]] = set()
+        self.host, self.port = "127.0.0.1", 80
+
+    def replace(self, conn: Connection) -> None:
+        """A connection the server closed: count it, and open a new one."""
+        self.lost += 1
+        if conn in self.idle:
+            self.idle.remove(conn)
+        else:
+            self.errors += 1  # its request got no response
+        if not self.stopped:
+            self.reconnects.add(asyncio.ensure_future(self.reconnect()))
+
+    async def reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: Connection(self), self.host, self.port)
+        if self.waiting:
+            self.dispatch(conn, self.waiting.popleft(), time.perf_counter())
+        else:
+            self.idle.append(conn)
 
     def finished(self, conn: Connection, status: int) -> None:
         now = time.perf_counter()
@@ -128,6 +148,7 @@ async def main(url: str, rate: float, seconds: float, connections: int, auth: st
     if auth:
         head += f"Authorization: {auth}\r\n"
     load = Load((head + "\r\n").encode(), rate, seconds)
+    load.host, load.port = host, port
     loop = asyncio.get_running_loop()
     for _ in range(connections):
         _, conn = await loop.create_connection(lambda: Connection(load), host, port)
