@@ -16,6 +16,7 @@ from docker import DockerClient
 from testcontainers.compose import DockerCompose
 
 from tests.containers.conftest import ROOT, wait_healthy
+from tests.integration.test_oauth_flow import FlowError, run_flow
 
 pytestmark = pytest.mark.docker
 
@@ -52,7 +53,10 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
-    image: str, docker_client: DockerClient, compose_cli: list[str], tmp_path_factory
+    image: str,
+    docker_client: DockerClient,
+    compose_cli: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     project = f"mgtest-{uuid.uuid4().hex[:8]}"
     env_file = tmp_path_factory.mktemp("compose") / "test.env"
@@ -61,6 +65,7 @@ def stack(
         f"GATEWAY_IMAGE={image}\n"
         "GATEWAY_PUBLISH=127.0.0.1:\n"  # -> "127.0.0.1::8443": loopback, random port
         "MCP_OAUTH_ISSUER=https://localhost:8443\n"
+        "MCP_OAUTH_CONSENT=api_key\n"
         f"MCP_API_KEY={API_KEY}\n"
     )
     compose = DockerCompose(ROOT, compose_file_name="compose.yaml", env_file=str(env_file),
@@ -120,6 +125,27 @@ def test_memory_round_trip_through_the_gateway(stack: Stack, tmp_path: Path) -> 
 
         listed = client.get("/api/memories", headers=auth).json()["memories"]
         assert "through the edge" in [m["content"] for m in listed]
+
+
+def test_a6_oauth_flow_with_the_consent_form_approved_by_api_key(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A6 in compose: discovery → registration → consent form approved with MCP_API_KEY →
+    token → protected calls → refresh → revocation, over TLS from the host; without the
+    key, or with a wrong one, no code is issued."""
+    url = f"https://localhost:{stack.gateway_port}"
+    verify = ssl.create_default_context(cafile=str(stack.dev_ca(tmp_path)))
+    result = run_flow(url, verify=verify, api_key=API_KEY)
+    assert result.issuer == "https://localhost:8443"
+    assert len(result.steps) == 8, result.steps
+    with stack.https(stack.dev_ca(tmp_path)) as client:
+        found = client.get(f"/api/memories/{result.stored_hash}", headers={"X-API-Key": API_KEY})
+    assert found.status_code == 200, found.text
+    assert found.json()["metadata"]["stored_by"] == result.client_id
+    with pytest.raises(FlowError, match="authorize: 200"):
+        run_flow(url, verify=verify, api_key=None)
+    with pytest.raises(FlowError, match="authorize: "):
+        run_flow(url, verify=verify, api_key="not-the-key-" + secrets.token_urlsafe(16))
 
 
 def test_state_survives_a_restart(stack: Stack, tmp_path: Path) -> None:
