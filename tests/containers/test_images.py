@@ -7,7 +7,7 @@ import pytest
 from docker import DockerClient
 from testcontainers.core.container import DockerContainer
 
-from tests.containers.conftest import wait_healthy
+from tests.containers.conftest import FAST_HEALTHCHECK, wait_healthy
 
 pytestmark = pytest.mark.docker
 
@@ -49,6 +49,7 @@ def test_backend_container_is_healthy_and_stores_memories(image: str) -> None:
     backend = DockerContainer(image).with_command(
         ["memory-backend", "--host", "0.0.0.0", "--port", "8001", "--db", "/data/memories.db"]
     )
+    backend.with_kwargs(healthcheck=FAST_HEALTHCHECK)
     backend.ports["8001"] = ("127.0.0.1",)  # published on loopback only, random port
     with backend:
         wait_healthy(backend.get_wrapped_container())

@@ -34,21 +34,11 @@ from tests.clients.mcp_python import (
     oauth_provider,
     tool_json,
 )
-from tests.containers.conftest import wait_healthy
+from tests.containers.conftest import FAST_HEALTHCHECK, wait_healthy
 from tests.integration.test_oauth_flow import REDIRECT_URI, run_flow
 
 pytestmark = pytest.mark.docker
 
-SECOND_NS = 1_000_000_000
-# The image's health check polls every 10 s; these containers poll every second so a
-# start (or the gateway's replacement) is seen as soon as it is ready.
-FAST_HEALTHCHECK = {
-    "test": ["CMD", "python3", "/usr/local/bin/docker-healthcheck"],
-    "interval": SECOND_NS,
-    "timeout": 5 * SECOND_NS,
-    "retries": 3,
-    "start_period": 30 * SECOND_NS,
-}
 LABELS = {"memory-gateway.test": "containers"}
 HARDENING = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
 
@@ -304,11 +294,6 @@ def test_untrusted_certificate_is_refused(stack: Stack) -> None:
         httpx.get(f"{stack.url}/healthz", verify=ssl.create_default_context())
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_mcp_sdk_initializes_lists_tools_and_stores_a_memory(stack: Stack) -> None:
     """The official MCP Python SDK through the gateway container over TLS: discovery from
@@ -370,7 +355,7 @@ def test_state_survives_replacing_the_gateway_container(stack: Stack) -> None:
 PROBE = """
 import socket, sys
 try:
-    socket.create_connection((sys.argv[1], 8443), timeout=3).close()
+    socket.create_connection((sys.argv[1], 8443), timeout=1.5).close()
 except OSError as exc:
     print("refused", type(exc).__name__)
 else:
