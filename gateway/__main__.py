@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gateway.policy import PolicyError
@@ -36,8 +36,13 @@ FLAG_NAMES = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        level = _log_level(getattr(args, "log_level", None), os.environ)
+    except SettingsError as exc:
+        print(f"memory-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=getattr(args, "log_level", None) or os.environ.get("MCP_GATEWAY_LOG_LEVEL", "INFO"),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -50,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _log_level(flag: str | None, env: Mapping[str, str]) -> int:
+    name = (flag or env.get("MCP_GATEWAY_LOG_LEVEL") or "info").upper()
+    level = logging.getLevelNamesMapping().get(name)
+    if level is None:
+        raise SettingsError(f"MCP_GATEWAY_LOG_LEVEL must be a log level name, got {name!r}")
+    return level
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ def run_cli(
         ({"MCP_GATEWAY_UPSTREAM": "https://backend"}, "MCP_GATEWAY_UPSTREAM must be an http://"),
         ({"MCP_OAUTH_STORAGE": "mysql://x"}, "MCP_OAUTH_STORAGE must be"),
         ({"MCP_HTTPS_ENABLED": "true"}, "needs MCP_SSL_CERT_FILE"),
+        ({"MCP_GATEWAY_LOG_LEVEL": "chatty"}, "MCP_GATEWAY_LOG_LEVEL must be"),
     ],
 )
 def test_bad_configuration_exits_2_with_a_message(
@@ -58,6 +59,14 @@ def test_missing_certificate_is_a_clear_start_up_error(tmp_path: Path) -> None:
     done = run_cli("serve", env=env, cwd=tmp_path)
     assert done.returncode == 1
     assert "cannot start" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_lower_case_log_level_is_accepted(tmp_path: Path) -> None:
+    env = {"MCP_GATEWAY_LOG_LEVEL": "warning", "MCP_GATEWAY_UPSTREAM": "ftp://x"}
+    done = run_cli("serve", env=env, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "MCP_GATEWAY_UPSTREAM" in done.stderr
     assert "Traceback" not in done.stderr
 
 

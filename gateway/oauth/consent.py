@@ -20,24 +20,39 @@ PAGE_HEADERS = {
     "form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
-STYLE = "body{font-family:sans-serif;max-width:32em;margin:3em auto;line-height:1.5}"
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:34em;margin:3em auto;padding:0 1em;"
+    "line-height:1.5;color:#222}li{margin:.3em 0}code{background:#f2f2f2;padding:0 .3em}"
+    "input{font-size:1em;padding:.3em;width:100%;box-sizing:border-box}"
+    "button{font-size:1em;padding:.4em 1.2em;margin-right:.5em}.warn{color:#a00}"
+)
+SCOPE_MEANINGS = {
+    "read": "read and search your memories",
+    "write": "store, change and delete memories",
+    "admin": "administer the memory service",
+    "offline_access": "stay connected without asking again (refresh tokens)",
+}
 
 
 def consent_page(
     *, consent_id: str, client_name: str, redirect_host: str, scope: str, failed: bool = False
 ) -> HTMLResponse:
-    scopes = "".join(f"<li><code>{escape(s)}</code></li>" for s in scope.split())
-    warning = "<p><strong>Wrong API key; try again.</strong></p>" if failed else ""
+    scopes = "".join(
+        f"<li><code>{escape(s)}</code> {escape(SCOPE_MEANINGS.get(s, ''))}</li>"
+        for s in scope.split()
+    )
+    warning = '<p class="warn"><strong>Wrong API key; try again.</strong></p>' if failed else ""
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Authorize {escape(client_name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Authorize access</h1>
 <p><strong>{escape(client_name)}</strong> asks for access to this memory service.
 After approval you are sent back to <strong>{escape(redirect_host)}</strong>.</p>
-<p>Requested scopes:</p><ul>{scopes}</ul>{warning}
+<p>It may:</p><ul>{scopes}</ul>{warning}
 <form method="post" action="/oauth/authorize/consent">
 <input type="hidden" name="consent_id" value="{escape(consent_id)}">
-<label>API key <input type="password" name="api_key" autocomplete="current-password"></label>
+<p><label>Approve with the gateway's API key<br>
+<input type="password" name="api_key" autocomplete="current-password" autofocus></label></p>
 <p><button type="submit" name="decision" value="approve">Approve</button>
 <button type="submit" name="decision" value="deny">Deny</button></p>
 </form></body></html>"""
