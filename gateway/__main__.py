@@ -41,11 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"memory-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        _configure_logging(level, _log_file(args))
         return int(args.handler(args))
     except (SettingsError, PolicyError) as exc:
         print(f"memory-gateway: configuration error: {exc}", file=sys.stderr)
@@ -55,6 +52,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The seed document's debug command is `tail -f logs/mcp-memory-service.log | grep -i oauth`.
+DEV_LOG_FILE = Path("logs/mcp-memory-service.log")
+
+
+def _log_file(args: argparse.Namespace) -> Path | None:
+    named = getattr(args, "log_file", None) or os.environ.get("MCP_GATEWAY_LOG_FILE")
+    if named:
+        return Path(named)
+    return DEV_LOG_FILE if args.command == "dev" else None
+
+
+def _configure_logging(level: int, log_file: Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers)
 
 
 def _log_level(flag: str | None, env: Mapping[str, str]) -> int:
@@ -87,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "--upstream",
         help="front an existing memory service at this URL instead of starting the backend",
     )
+    dev.add_argument("--log-file", help=f"also log here (default {DEV_LOG_FILE})")
     dev.set_defaults(handler=_dev)
 
     certs = commands.add_parser("certs", help="make a development CA and server certificate")
@@ -104,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 def _server_flags(parser: argparse.ArgumentParser) -> None:
     for flag, env in FLAG_NAMES.items():
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"overrides {env}")
+    parser.add_argument("--log-file", help="also log to this file (MCP_GATEWAY_LOG_FILE)")
     parser.add_argument(
         "--https",
         dest="https_enabled",

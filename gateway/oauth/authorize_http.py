@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from gateway.errors import AccessDenied, InvalidRequest, OAuthError
+from gateway.oauth.audit import audit, log_refusal, peer
 from gateway.oauth.authorize import choose_redirect, new_code, redirect_url, validate_authorization
 from gateway.oauth.consent import consent_page, error_page
 from gateway.oauth.context import Context
@@ -23,6 +24,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 def unredirectable(request: Request, error: OAuthError) -> Response:
     """A1: a bad client or redirect URI gets a page (HTML for browsers), never a redirect."""
+    log_refusal(request, error)
     if "text/html" in request.headers.get("accept", ""):
         return error_page(error)
     return JSONResponse(error.body(), status_code=400, headers=NO_STORE)
@@ -47,6 +49,7 @@ class AuthorizeHandler:
                 params, query.getlist("resource"), client, resource=self.ctx.settings.resource
             )
         except OAuthError as exc:
+            log_refusal(request, exc)
             return error_redirect(self.ctx, redirect_uri, exc, state)
         pending = PendingConsent(
             id_hash="",
@@ -93,9 +96,15 @@ class ConsentHandler:
         except OAuthError as exc:
             return unredirectable(request, exc)
         if form.get("decision") != "approve":
+            audit.info("oauth authorization denied by the user: client=%s", client.client_id)
             denied = AccessDenied("the resource owner denied the request")
             return error_redirect(self.ctx, pending.redirect_uri, denied, pending.state)
         if not same_secret(form.get("api_key"), self.ctx.settings.api_key):
+            audit.warning(
+                "oauth consent refused: wrong API key for client=%s from %s",
+                client.client_id,
+                peer(request),
+            )
             return await ask_consent(self.ctx, client, pending, failed=True)
         return await approve(self.ctx, pending)
 
@@ -103,6 +112,12 @@ class ConsentHandler:
 async def approve(ctx: Context, pending: PendingConsent) -> Response:
     code, record = new_code(pending, ttl=ctx.settings.code_ttl, now=ctx.clock())
     await ctx.store.save_code(record)
+    audit.info(
+        "oauth authorization granted: client=%s scope=%r redirect_host=%s",
+        pending.client_id,
+        pending.scope,
+        redirect_host(pending.redirect_uri),
+    )
     params = {"code": code, "state": pending.state, "iss": ctx.settings.issuer}
     return RedirectResponse(redirect_url(pending.redirect_uri, params), 302, headers=NO_STORE)
 

@@ -22,6 +22,7 @@ from gateway.errors import (
     NotFound,
     TemporarilyUnavailable,
 )
+from gateway.oauth.audit import audit, peer
 from gateway.oauth.context import Context
 from gateway.oauth.forms import read_json_object
 from gateway.oauth.models import Client
@@ -72,6 +73,13 @@ class RegisterHandler:
             registration_token_hash=hash_secret(registration_token),
         )
         await self._store(client, now)
+        audit.info(
+            "oauth client registered: %s %r auth=%s from %s",
+            client.client_id,
+            client.client_name,
+            client.token_endpoint_auth_method,
+            peer(request),
+        )
         body = configuration_document(self.ctx, client)
         body["registration_access_token"] = registration_token
         if secret is not None:

@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import InvalidGrant
+from gateway.oauth.audit import audit
 from gateway.oauth.models import Client
 from gateway.oauth.revocation import Revoker
 from gateway.store.base import RefreshStore, RefreshToken, hash_secret
@@ -109,5 +110,8 @@ async def rotate(
         if again is not None:
             return again
     if result.outcome in {"replayed", "grace"}:
+        audit.warning(
+            "oauth refresh token replayed by client=%s: grant family revoked", current.client_id
+        )
         await revoker.revoke_family(current.family)
     raise InvalidGrant("refresh token already used; its grant has been revoked")

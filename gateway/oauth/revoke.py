@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import InvalidRequest
+from gateway.oauth.audit import audit
 from gateway.oauth.context import Context
 from gateway.oauth.revocation import find_access, find_refresh
 
@@ -29,11 +30,13 @@ class RevokeHandler:
         token = required_token(form)
         refresh = await find_refresh(self.ctx.store, token, self.ctx.clock())
         if refresh is not None and refresh.client_id == client.client_id:
+            audit.info("oauth refresh token revoked by client=%s", client.client_id)
             await self.ctx.revoker.revoke_family(refresh.family)
         access = (
             None if refresh else find_access(self.ctx.tokens, token, self.ctx.settings.resource)
         )
         # RFC 7009 §2.1: a token of another client is left alone, and the answer is the same.
         if access is not None and access.client_id == client.client_id:
+            audit.info("oauth access token revoked by client=%s", client.client_id)
             await self.ctx.revoker.revoke_access(access)
         return Response(status_code=200, headers={"Cache-Control": "no-store"})

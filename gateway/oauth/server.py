@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 
 from gateway.errors import NO_STORE, OAuthError, ServerError, render_oauth_error
 from gateway.oauth import metadata
+from gateway.oauth.audit import log_refusal
 from gateway.oauth.authorize_http import AuthorizeHandler, ConsentHandler
 from gateway.oauth.context import ClientResolver, Context
 from gateway.oauth.cors import PublicCorsMiddleware
@@ -135,7 +136,7 @@ def build_authorization_server(
     app = Starlette(
         routes=routes(ctx),
         exception_handlers={
-            OAuthError: render_oauth_error,
+            OAuthError: _oauth_error,
             HTTPException: _http_error,
             Exception: _server_error,
         },
@@ -196,6 +197,12 @@ def _json(document: Any) -> Callable[[Request], Awaitable[Response]]:
         return Response(body, media_type="application/json")
 
     return endpoint
+
+
+async def _oauth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)
+    log_refusal(request, exc)
+    return await render_oauth_error(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

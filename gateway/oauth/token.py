@@ -17,6 +17,7 @@ from gateway.errors import (
     UnsupportedGrantType,
 )
 from gateway.oauth import refresh
+from gateway.oauth.audit import audit
 from gateway.oauth.context import Context
 from gateway.oauth.models import Client
 from gateway.oauth.pkce import verifier_matches
@@ -68,6 +69,10 @@ async def authorization_code(ctx: Context, client: Client, form: Mapping[str, st
         raise InvalidGrant("unknown or expired authorization code")
     code = redemption.code
     if not redemption.first_use:
+        audit.warning(
+            "oauth authorization code replayed by client=%s: its tokens are revoked",
+            client.client_id,
+        )
         await ctx.revoker.revoke_family(code.family)
         raise InvalidGrant("authorization code already used; tokens issued from it are revoked")
     now = ctx.clock()
@@ -168,4 +173,11 @@ class TokenHandler:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         body = await grant(self.ctx, client, form)
         await self.ctx.store.mark_client_used(client.client_id, self.ctx.clock())
+        audit.info(
+            "oauth token issued: grant=%s client=%s scope=%r refresh=%s",
+            grant_type,
+            client.client_id,
+            body["scope"],
+            "refresh_token" in body,
+        )
         return JSONResponse(body, headers=NO_STORE)

@@ -1,0 +1,31 @@
+"""OAuth audit events: one log line per decision, on the `gateway.oauth` logger.
+
+Lines name clients, grants, scopes and addresses; never a token, code, secret or key.
+`grep -i oauth` over the gateway's log finds them all.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+
+from gateway.errors import OAuthError
+
+audit = logging.getLogger("gateway.oauth")
+
+
+def peer(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def log_refusal(request: Request, error: OAuthError) -> None:
+    audit.info(
+        "oauth %s %s refused: %d %s: %s (from %s)",
+        request.method,
+        request.url.path,
+        error.status_code,
+        error.error,
+        error.description,
+        peer(request),
+    )
