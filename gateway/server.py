@@ -9,6 +9,7 @@ import uvloop
 from starlette.types import ASGIApp
 
 from gateway.app import create_app
+from gateway.http_protocol import CorkedHttpToolsProtocol
 from gateway.settings import Settings
 from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn
 
@@ -44,7 +45,7 @@ async def serve(settings: Settings) -> None:
         settings.port,
         tls,
         redirect_port=settings.http_redirect_port if tls is not None else None,
-        http="httptools",
+        http=CorkedHttpToolsProtocol,
         loop="uvloop",
         lifespan="on",
         access_log=False,

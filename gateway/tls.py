@@ -23,6 +23,8 @@ import uvicorn
 from cryptography import x509
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.http_protocol import CorkedHttpToolsProtocol
+
 logger = logging.getLogger("gateway.tls")
 
 # TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 suites are all AEAD.
@@ -234,6 +236,7 @@ class GatewayServer:
             raise ValueError("an HTTPS redirect listener needs TLS on the main listener")
         self.tls, self.watch_interval = tls, watch_interval
         factory = None if tls is None else (lambda _config, _default: tls.context)
+        options.setdefault("http", CorkedHttpToolsProtocol)  # one write per response
         config = uvicorn.Config(app, host=host, port=port, ssl_context_factory=factory, **options)
         self.main = uvicorn.Server(config)
         self.redirect: uvicorn.Server | None = None

@@ -12,6 +12,7 @@ from dataclasses import replace
 import uvicorn
 
 from gateway.auth import Authenticator, Challenges
+from gateway.http_protocol import CorkedHttpToolsProtocol
 from gateway.oauth.keys import hs256_ring
 from gateway.oauth.tokens import TokenService
 from gateway.policy import Policy
@@ -64,7 +65,7 @@ if __name__ == "__main__":
         host="127.0.0.1",
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=CorkedHttpToolsProtocol,
         log_level="warning",
         access_log=False,
         server_header=False,
