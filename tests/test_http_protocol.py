@@ -1,0 +1,317 @@
+"""The corked uvicorn protocol: one write per response, without delaying streams (P3)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from starlette.types import Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.http_protocol import CORK_LIMIT, CorkedHttpToolsProtocol, CorkedTransport
+from gateway.tls import GatewayServer
+
+LOOPBACK = "127.0.0.1"
+SMALL = b'{"memories": []}'
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class RecordingTransport(asyncio.Transport):
+    """Stands in for the socket: one `write` call here is one send syscall in uvloop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": (LOOPBACK, 50000), "sockname": (LOOPBACK, 8000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def small(scope: Scope, receive: Receive, send: Send) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(SMALL))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": SMALL})
+
+
+async def two_events(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+    await asyncio.sleep(0.01)
+    await send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def exchange(protocol_class: type[HttpToolsProtocol], app: Any) -> list[bytes]:
+    config = Config(app, lifespan="off", log_config=None, access_log=False, date_header=False)
+    transport = RecordingTransport()
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+    protocol.connection_made(transport)
+    protocol.data_received(b"GET /api/memories HTTP/1.1\r\nhost: x\r\n\r\n")
+    for _ in range(100):
+        await asyncio.sleep(0.005)
+        if protocol.cycle.response_complete:
+            break
+    await asyncio.sleep(0.005)
+    return transport.writes
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("protocol_class", "writes"), [(HttpToolsProtocol, 2), (CorkedHttpToolsProtocol, 1)]
+)
+async def test_small_response_leaves_in_one_write(
+    protocol_class: type[HttpToolsProtocol], writes: int
+) -> None:
+    sent = await exchange(protocol_class, small)
+    assert len(sent) == writes
+    response = b"".join(sent)
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.endswith(b"\r\n\r\n" + SMALL)
+
+
+@pytest.mark.anyio
+async def test_p3_each_streamed_chunk_leaves_in_the_turn_it_was_sent() -> None:
+    sent = await exchange(CorkedHttpToolsProtocol, two_events)
+    assert len(sent) == 2
+    assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert sent[0].endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n")  # head + first event together
+    assert sent[1] == b"9\r\ndata: 2\n\n\r\n0\r\n\r\n"
+
+
+@pytest.mark.anyio
+async def test_close_and_abort_semantics() -> None:
+    inner = RecordingTransport()
+    corked = CorkedTransport(inner, asyncio.get_running_loop())
+    corked.write(b"head")
+    corked.write(b"body")
+    assert inner.writes == []
+    assert corked.get_write_buffer_size() == 8
+    corked.close()  # what was written before close still goes out
+    assert inner.writes == [b"headbody"]
+    assert inner.closed
+    await asyncio.sleep(0)
+    assert inner.writes == [b"headbody"]  # the scheduled flush finds nothing left
+
+    inner = RecordingTransport()
+    corked = CorkedTransport(inner, asyncio.get_running_loop())
+    corked.write(b"dropped")
+    corked.abort()
+    await asyncio.sleep(0)
+    assert inner.writes == []
+    assert inner.closed
+
+
+@pytest.mark.anyio
+async def test_writes_past_the_cork_limit_go_through_at_once() -> None:
+    """So the real transport's pause_writing still governs a fast sender."""
+    inner = RecordingTransport()
+    corked = CorkedTransport(inner, asyncio.get_running_loop())
+    corked.write(b"x" * (CORK_LIMIT - 1))
+    assert inner.writes == []
+    corked.write(b"y")
+    assert [len(w) for w in inner.writes] == [CORK_LIMIT]
+
+
+# Real sockets, under uvloop as in production.
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    route = ROUTES[scope["path"]]
+    await route(scope, receive, send)
+
+
+async def sse(scope: Scope, receive: Receive, send: Send) -> None:
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await asyncio.sleep(0.2)  # the head must not wait for the first event
+    for _ in range(10):
+        event = b"data: %f\n\n" % time.time()
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+        await asyncio.sleep(0.03)
+    await send({"type": "http.response.body", "body": b""})
+
+
+BIG_CHUNK = 256 * 1024
+buffered_peak: list[int] = [0]
+
+
+async def big(scope: Scope, receive: Receive, send: Send) -> None:
+    """64 MB sent as fast as the protocol lets it; records the largest write backlog."""
+    headers = [(b"content-length", b"%d" % (64 * MB))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    transport = scope["extensions"]["transport"]()
+    chunk = b"b" * BIG_CHUNK
+    for _ in range(64 * MB // BIG_CHUNK):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        buffered_peak[0] = max(buffered_peak[0], transport.get_write_buffer_size())
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def fails_midway(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    raise RuntimeError("the upstream went away")
+
+
+ROUTES: dict[str, Callable[[Scope, Receive, Send], Any]] = {
+    "/small": small,
+    "/sse": sse,
+    "/big": big,
+    "/fails": fails_midway,
+}
+
+
+class TransportExposingProtocol(CorkedHttpToolsProtocol):
+    """Lets the /big route see its connection's transport (test only)."""
+
+    def on_headers_complete(self) -> None:
+        transport = self.transport
+        self.scope["extensions"] = {"transport": lambda: transport}  # type: ignore[dict-item]
+        super().on_headers_complete()
+
+
+@contextmanager
+def serving(protocol: type[HttpToolsProtocol] = CorkedHttpToolsProtocol) -> Iterator[int]:
+    server = GatewayServer(
+        app, LOOPBACK, 0, None, loop="uvloop", http=protocol,
+        lifespan="off", log_config=None, access_log=False,
+    )  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        assert server.port is not None
+        yield server.port
+    finally:
+        server.stop()
+        thread.join(timeout=10)
+
+
+def request(port: int, path: str, extra: bytes = b"") -> socket.socket:
+    sock = socket.create_connection((LOOPBACK, port), timeout=10)
+    sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes, buffer: bytes = b"") -> bytes:
+    while marker not in buffer:
+        data = sock.recv(65536)
+        assert data, f"connection closed before {marker!r}"
+        buffer += data
+    return buffer
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    chunks = []
+    while data := sock.recv(65536):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def test_keep_alive_responses_are_complete_and_in_order() -> None:
+    with serving() as port, socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        one = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(one * 3)  # pipelined
+        data = b""
+        while data.count(SMALL) < 3:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+        assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
+        assert data.endswith(SMALL)
+
+
+def test_p3_sse_head_and_events_arrive_promptly_one_by_one() -> None:
+    with serving() as port, request(port, "/sse") as sock:
+        started = time.monotonic()
+        buffer = read_until(sock, b"\r\n\r\n")
+        assert time.monotonic() - started < 0.15, "the head waited for the first event"
+        assert buffer.startswith(b"HTTP/1.1 200 OK")
+        delays, arrivals = [], 0
+        buffer = buffer.split(b"\r\n\r\n", 1)[1]
+        while arrivals < 10:
+            buffer = read_until(sock, b"\n\n", buffer)
+            now = time.time()
+            event, buffer = buffer.split(b"\n\n", 1)
+            delays.append(now - float(event.split(b"data: ", 1)[1]))
+            arrivals += 1
+        assert max(delays) < 0.02, delays  # each event 30 ms apart, none held back
+
+
+def test_p3_large_body_streams_with_bounded_buffering() -> None:
+    buffered_peak[0] = 0
+    with serving(TransportExposingProtocol) as port, request(port, "/big") as sock:
+        head = read_until(sock, b"\r\n\r\n")
+        received = len(head.split(b"\r\n\r\n", 1)[1])
+        while received < 64 * MB:
+            if received < 4 * MB:
+                time.sleep(0.001)  # a slow reader at first, so the sender must wait
+            data = sock.recv(1024 * 1024)
+            assert data
+            received += len(data)
+        assert received == 64 * MB
+    assert 0 < buffered_peak[0] < 2 * MB, buffered_peak[0]
+
+
+def test_error_after_response_started_still_delivers_what_was_sent() -> None:
+    with serving() as port, request(port, "/fails") as sock:
+        data = read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert b"7\r\npartial\r\n" in data
+    assert not data.endswith(b"0\r\n\r\n")  # truncated: the client can tell
+
+
+def test_connection_close_request_gets_its_body_before_eof() -> None:
+    with serving() as port, request(port, "/small", b"Connection: close\r\n") as sock:
+        data = read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert b"connection: close\r\n" in data
+    assert data.endswith(SMALL)
+
+
+def test_malformed_request_gets_a_400_body_before_eof() -> None:
+    with serving() as port, socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        sock.sendall(b"NOT HTTP\x00\r\n\r\n")
+        data = read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request")
+    assert data.endswith(b"Invalid HTTP request received.")
