@@ -252,23 +252,33 @@ def report(rounds: dict[str, list[dict]]) -> None:
         )
 
 
+GEN_LATE_MAX_MS = 2.5  # the generator wakes once a millisecond: ~1-2 ms late by design
+
+
+def valid(run: dict) -> bool:
+    """The generator kept its schedule: it achieved the rate and woke on time."""
+    return run["achieved_rps"] >= 0.97 * run["offered_rps"] and (
+        run["gen_late_p99_ms"] <= GEN_LATE_MAX_MS
+    )
+
+
 def open_loop(
     targets: dict[str, tuple[str, str]], rate: float, args: argparse.Namespace, cpus: str | None
 ) -> dict[str, dict]:
     """p50/p99 at a fixed offered rate (half nginx's peak), interleaved like throughput.
 
-    If the Python generator cannot keep the schedule against nginx (it achieves less
-    than 97 % of the rate, or sends more than 2 ms late at p99), the rate is halved for
-    every target and that is printed."""
+    If the generator cannot keep the schedule against nginx, the rate is halved for
+    every target and that is printed. Every run is checked the same way afterwards; a
+    row whose runs did not keep the schedule is marked INVALID."""
     seconds = min(args.duration, 8)
     nginx_url, nginx_token = targets["nginx"]
     for _ in range(3):
         probe = openloop(nginx_url, nginx_token, rate, seconds, cpus)
-        if probe["achieved_rps"] >= 0.97 * rate and probe["late_p99_ms"] <= 2.0:
+        if valid(probe):
             break
         print(
             f"open-loop generator saturated at {rate:,.0f} req/s (achieved "
-            f"{probe['achieved_rps']:,.0f}, late p99 {probe['late_p99_ms']:.1f} ms): halving"
+            f"{probe['achieved_rps']:,.0f}, late p99 {probe['gen_late_p99_ms']:.1f} ms): halving"
         )
         rate /= 2
     results: dict[str, list[dict]] = {name: [] for name in targets}
@@ -278,14 +288,19 @@ def open_loop(
     merged = {name: median_of(rows) for name, rows in results.items()}
     print(
         f"\n| open loop, {rate:,.0f} req/s offered (half nginx peak) | achieved | "
-        "p50 ms | p99 ms | service p50 / p99 ms | generator late p99 ms |"
+        "p50 ms | p99 ms | from due p50 / p99 ms | service p50 / p99 ms | "
+        "generator late p99 ms | valid runs |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in merged.items():
+        good = sum(valid(run) for run in results[name])
         print(
             f"| {name} | {r['achieved_rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-            f"{r['service_p50_ms']:.3f} / {r['service_p99_ms']:.3f} | {r['late_p99_ms']:.2f} |"
+            f"{r['scheduled_p50_ms']:.3f} / {r['scheduled_p99_ms']:.3f} | "
+            f"{r['service_p50_ms']:.3f} / {r['service_p99_ms']:.3f} | "
+            f"{r['gen_late_p99_ms']:.2f} | {good}/{len(results[name])} |"
         )
+        r["valid"] = float(good == len(results[name]))
     merged["rate"] = {"offered": rate}
     return merged
 
@@ -304,7 +319,9 @@ def openloop(url: str, token: str, rate: float, seconds: int, cpus: str | None) 
         return dict(json.loads(out.stdout))
     except ValueError:
         print(f"open-loop run against {url} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-        return {"achieved_rps": 0.0, "late_p99_ms": float("inf")}
+        keys = ("p50_ms", "p99_ms", "scheduled_p50_ms", "scheduled_p99_ms", "service_p50_ms")
+        failed = dict.fromkeys((*keys, "service_p99_ms", "mean_ms"), float("nan"))
+        return failed | {"offered_rps": rate, "achieved_rps": 0.0, "gen_late_p99_ms": float("inf")}
 
 
 def median_of(rows: list[dict]) -> dict:
@@ -326,9 +343,11 @@ def summary(rounds: dict[str, list[dict]], latency: dict[str, dict]) -> None:
     print("|---|---|---|")
     for name, value, target in rows:
         print(f"| {name} | {value:.2f} x | {target} |")
+    rate = latency["rate"]["offered"]
+    note = "" if nginx["valid"] and gateway["valid"] else " (INVALID: generator off schedule)"
     for pct, target in (("p50", "<= +0.3 ms"), ("p99", "<= +2 ms")):
         added = gateway[f"{pct}_ms"] - nginx[f"{pct}_ms"]
-        print(f"| added {pct} at half nginx peak | {added:+.3f} ms | {target} |")
+        print(f"| added {pct} at {rate:,.0f} req/s | {added:+.3f} ms{note} | {target} |")
 
 
 def streaming(backend: Server, nginx: Server, gateway: Server, token: str, streams: int) -> None:
