@@ -147,7 +147,11 @@ class Store(
 
 
 def open_store(url: str) -> Store:
-    """A store for `sqlite:///path` or `memory://`."""
+    """A store for `sqlite:///path`, `redis://...`, `rediss://...` or `memory://`."""
+    if url.startswith(("redis://", "rediss://")):
+        from gateway.store.redis import RedisStore
+
+        return RedisStore(url)
     if url.startswith("sqlite:///"):
         from gateway.store.sqlite import SqliteStore
 

@@ -18,7 +18,11 @@ from gateway.oauth.tokens import TokenService
 from gateway.settings import Settings
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
+from tests.store.redis_server import redis_url, unique_prefix
+
+__all__ = ["redis_url"]  # a fixture, re-exported for the Redis parametrisation
 
 ISSUER = "https://gw.example:8443"
 API_KEY = "operator-api-key-0123456789"
@@ -33,9 +37,13 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    made: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "oauth.db")
+    made: Store
+    if request.param == "redis":
+        made = RedisStore(request.getfixturevalue("redis_url"), prefix=unique_prefix())
+    else:
+        made = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "oauth.db")
     await made.open()
     yield made
     await made.close()

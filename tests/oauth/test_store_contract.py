@@ -1,4 +1,4 @@
-"""The same contract for every store implementation (memory and SQLite)."""
+"""The same contract for every store implementation (memory, SQLite and Redis)."""
 
 from __future__ import annotations
 
