@@ -31,12 +31,11 @@ needs one Redis primary (standalone or Sentinel-managed), not Redis Cluster.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -227,14 +226,13 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 def _bounded(
-    method: Callable[P, Coroutine[Any, Any, R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """At most DEFAULT_TIMEOUT per call, so a Redis that stops answering fails the request."""
+    method: Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, R]]:
+    """At most `store.timeout` per call, so a Redis that stops answering fails the request."""
 
-    @functools.wraps(method)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        async with asyncio.timeout(DEFAULT_TIMEOUT):
-            return await method(*args, **kwargs)
+    async def call(store: RedisStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async with asyncio.timeout(store.timeout):
+            return await method(store, *args, **kwargs)
 
     return call
 
@@ -246,8 +244,10 @@ class RedisStore:
         *,
         prefix: str | None = None,
         wall_clock: Callable[[], float] = time.time,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.url, url_prefix = split_url(url)
+        self.timeout = timeout
         self.prefix = url_prefix if prefix is None else prefix
         self.wall_clock = wall_clock
         self._redis: aioredis.Redis | None = None
@@ -260,10 +260,11 @@ class RedisStore:
         # Python 3.11 can swallow a cancellation (the gateway then never shuts down).
         # Every call is bounded by `_bounded` instead.
         client = aioredis.Redis.from_url(
-            self.url, socket_timeout=None, socket_connect_timeout=DEFAULT_TIMEOUT
+            self.url, socket_timeout=None, socket_connect_timeout=self.timeout
         )
         try:
-            await client.ping()
+            async with asyncio.timeout(self.timeout):
+                await client.ping()
         except BaseException:
             await client.aclose()
             raise
@@ -476,7 +477,7 @@ class RedisStore:
         ]
         # Batches keep each script short, so other replicas' calls are never held up long.
         for _ in range(10_000):
-            async with asyncio.timeout(DEFAULT_TIMEOUT):
+            async with asyncio.timeout(self.timeout):
                 more = await self._script("prune", [], [*args, PRUNE_BATCH])
             if not more:
                 return
