@@ -80,7 +80,7 @@ class Forwarder:
                 conn.chunks = []
                 await send({"type": "http.response.body", "body": body})
             else:
-                watcher = asyncio.create_task(_watch(receive, conn, gone))
+                watcher = conn.loop.create_task(_watch(receive, conn, gone))
                 await send(start)
                 try:
                     await self._stream(conn, send, gone)
@@ -161,7 +161,7 @@ class Forwarder:
         self, conn: UpstreamConnection, receive: Receive, gone: asyncio.Event
     ) -> None:
         """Wait for the head; a client that leaves meanwhile aborts the upstream request."""
-        loop = asyncio.get_running_loop()
+        loop = conn.loop  # asyncio.get_running_loop() costs a getpid() call on 3.11
         watchers: list[asyncio.Task[None]] = []
 
         def start_watching() -> None:
