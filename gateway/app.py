@@ -70,7 +70,8 @@ class Gateway:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    log.exception("start-up failed")
+                    log.error("start-up failed: %s", exc or type(exc).__name__)
+                    log.debug("start-up failure", exc_info=exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})

@@ -20,7 +20,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from gateway.errors import NO_STORE, OAuthError, ServerError, render_oauth_error
+from gateway.errors import (
+    NO_STORE,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailable,
+    render_oauth_error,
+)
 from gateway.oauth import metadata
 from gateway.oauth.audit import log_refusal
 from gateway.oauth.authorize_http import AuthorizeHandler, ConsentHandler
@@ -34,7 +40,7 @@ from gateway.oauth.token import TokenHandler
 from gateway.oauth.tokens import TokenService
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
-from gateway.store.base import Store, open_store
+from gateway.store.base import Store, StoreUnavailable, open_store
 
 __all__ = [
     "AuthorizationServer",
@@ -137,6 +143,7 @@ def build_authorization_server(
         routes=routes(ctx),
         exception_handlers={
             OAuthError: _oauth_error,
+            StoreUnavailable: _store_unavailable,
             HTTPException: _http_error,
             Exception: _server_error,
         },
@@ -215,6 +222,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         media_type="application/json",
         headers={**NO_STORE, **(exc.headers or {})},
     )
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    logger.error("oauth storage unavailable: %s", exc)
+    unavailable = TemporarilyUnavailable(
+        "the authorization server's storage is unavailable; try again shortly",
+        headers={"Retry-After": "5"},
+    )
+    return unavailable.response()
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

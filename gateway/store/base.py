@@ -17,6 +17,10 @@ CODE_REPLAY_MEMORY = 3600
 MAX_GRACE_SECONDS = 300
 
 
+class StoreUnavailable(Exception):
+    """The store did not answer (connection lost, timed out, locked): try again later."""
+
+
 def hash_secret(value: str) -> str:
     """SHA-256 of a 256-bit random secret: enough, since such secrets cannot be guessed."""
     return hashlib.sha256(value.encode()).hexdigest()

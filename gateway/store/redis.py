@@ -40,6 +40,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.oauth.models import Client
 from gateway.store.base import (
@@ -53,6 +55,7 @@ from gateway.store.base import (
     Revocation,
     RevocationKind,
     RotationOutcome,
+    StoreUnavailable,
     client_from_json,
     client_to_json,
 )
@@ -231,8 +234,11 @@ def _bounded(
     """At most `store.timeout` per call, so a Redis that stops answering fails the request."""
 
     async def call(store: RedisStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        async with asyncio.timeout(store.timeout):
-            return await method(store, *args, **kwargs)
+        try:
+            async with asyncio.timeout(store.timeout):
+                return await method(store, *args, **kwargs)
+        except (TimeoutError, OSError, RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
 
     return call
 

@@ -26,6 +26,7 @@ from gateway.store.base import (
     RefreshRotation,
     RefreshToken,
     Revocation,
+    StoreUnavailable,
     client_from_json,
     client_to_json,
 )
@@ -101,7 +102,11 @@ class SqliteStore:
     async def _run(self, call: Callable[[], T]) -> T:
         if self._executor is None:
             raise RuntimeError("SqliteStore used before open()")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except sqlite3.OperationalError as exc:
+            # Locked, disk full, I/O error: the request may succeed later.
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
 
     @property
     def db(self) -> sqlite3.Connection:
