@@ -180,8 +180,9 @@ class Forwarder:
                 task.cancel()
 
     async def _stream(self, conn: UpstreamConnection, send: Send, gone: asyncio.Event) -> None:
-        message: Message = {"type": "http.response.body", "body": b"", "more_body": True}
-        while not conn.done:
+        # Until the end *and* every parsed chunk is sent: while a send waits for the client,
+        # the rest of the body (and its end) can arrive, so `done` alone is not the end.
+        while not conn.done or conn.chunks:
             try:
                 chunks = await conn.body(self.idle_timeout)
             except Exception:
@@ -192,8 +193,7 @@ class Forwarder:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if gone.is_set():
                 raise ClientGone
-        message["more_body"] = False
-        await send(message)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _watch(receive: Receive, conn: UpstreamConnection, gone: asyncio.Event) -> None:
