@@ -15,6 +15,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 ConsentMode = Literal["auto", "api_key"]
+MIN_API_KEY_LENGTH = 16
 STORAGE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -148,6 +149,12 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         upstream_idle_timeout=reader.number("idle_timeout", "MCP_GATEWAY_IDLE_TIMEOUT", 300.0),
         log_level=(reader.text("log_level", "MCP_GATEWAY_LOG_LEVEL") or "info").lower(),
     )
+    if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
+        raise SettingsError(
+            f"MCP_API_KEY must be at least {MIN_API_KEY_LENGTH} characters (it approves "
+            "consent and grants read write admin); make one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     if settings.secret_key is not None and len(settings.secret_key.encode()) < 32:
         raise SettingsError("MCP_OAUTH_SECRET_KEY must be at least 32 bytes for HS256")
     return settings

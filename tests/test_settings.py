@@ -97,6 +97,7 @@ def test_issuer_is_derived_from_the_listener_never_a_request(
         ({"MCP_GATEWAY_UPSTREAM": "http://backend:8001/api"}, "without path"),
         ({"MCP_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8 nonsense"}, "TRUSTED_PROXIES"),
         ({"MCP_OAUTH_STORAGE": "postgres://db/oauth"}, "MCP_OAUTH_STORAGE"),
+        ({"MCP_API_KEY": "short-key"}, "at least 16 characters"),
         ({"MCP_OAUTH_STORAGE": "sqlite:///"}, "MCP_OAUTH_STORAGE"),
     ],
 )

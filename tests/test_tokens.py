@@ -187,3 +187,17 @@ def test_hs256_with_the_seed_secret(clock: Clock) -> None:
     other = TokenService(keys.hs256_ring("t" * 32), issuer=ISSUER, ttl=60, clock=clock)
     with pytest.raises(InvalidToken):
         other.verify(token, audience=AUDIENCE)
+
+
+def _first_kid(directory: str) -> str:
+    return keys.load_or_create(Path(directory)).active.kid
+
+
+def test_j1_replicas_starting_together_share_one_first_key(tmp_path: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    directory = str(tmp_path / "shared-keys")
+    with ProcessPoolExecutor(max_workers=6) as pool:
+        kids = set(pool.map(_first_kid, [directory] * 12))
+    assert len(kids) == 1
+    assert len(list((tmp_path / "shared-keys").glob("*.pem"))) == 1

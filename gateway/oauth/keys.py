@@ -10,10 +10,13 @@ compatibility); a symmetric key is never published.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,11 +62,17 @@ def hs256_ring(secret: str) -> KeyRing:
 
 
 def load_or_create(directory: Path, *, now: float | None = None) -> KeyRing:
-    """The ES256 key ring in `directory`, with a first key made if there is none."""
+    """The ES256 key ring in `directory`, with a first key made if there is none.
+
+    Replicas starting together on a shared state directory take a lock, so exactly one
+    of them makes the first key and the others load it.
+    """
     ring = _load(directory)
     if ring is not None:
         return ring
-    rotate(directory, now=now)
+    with _locked(directory):
+        if _load(directory) is None:
+            _rotate(directory, now=now, keep_seconds=0)
     loaded = _load(directory)
     assert loaded is not None
     return loaded
@@ -75,6 +84,22 @@ def rotate(directory: Path, *, now: float | None = None, keep_seconds: int = 0) 
     `keep_seconds` is how long a retired key must stay published: the longest lifetime of
     a token it may have signed.
     """
+    with _locked(directory):
+        return _rotate(directory, now=now, keep_seconds=keep_seconds)
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _rotate(directory: Path, *, now: float | None, keep_seconds: int) -> SigningKey:
     stamp = int(time.time() if now is None else now)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     private = ec.generate_private_key(ec.SECP256R1())
