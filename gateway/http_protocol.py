@@ -22,6 +22,13 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 CORK_LIMIT = 64 * 1024
+# A request line plus headers larger than this is refused with 431 (RFC 6585 §5).
+# httptools sets no limit of its own and buffers a header until it ends, so one
+# connection could otherwise make the gateway hold and parse hundreds of megabytes.
+MAX_HEAD_BYTES = 64 * 1024
+_HEAD_TOO_LARGE = (
+    b'{"error":"invalid_request","error_description":"request line and headers exceed 65536 bytes"}'
+)
 
 
 class CorkedTransport(asyncio.Transport):
@@ -118,7 +125,44 @@ class CorkedTransport(asyncio.Transport):
 
 
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's HttpToolsProtocol over a CorkedTransport (pass as `http=` to Config)."""
+    """uvicorn's HttpToolsProtocol over a CorkedTransport (pass as `http=` to Config),
+    refusing request heads over MAX_HEAD_BYTES."""
+
+    # Bytes of an unfinished request head read so far; None while a head is complete
+    # (its body, if any, is being read); -1 when a new head began inside the last chunk.
+    _head_bytes: int | None = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._head_bytes = 0
         super().connection_made(CorkedTransport(transport, self.loop))
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Counted after parsing, so a chunk in which a head completes is not counted, and
+        # a head that began inside a chunk starts its count with the next one: at most one
+        # read (256 KiB) past the limit is ever parsed.
+        if self._head_bytes is None or self.transport.is_closing():
+            return
+        if self._head_bytes < 0:
+            self._head_bytes = 0
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = -1
+        super().on_message_complete()
+
+    def _refuse_head(self) -> None:
+        self.logger.warning("Request head over %d bytes refused.", MAX_HEAD_BYTES)
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(_HEAD_TOO_LARGE)).encode() + b"\r\n\r\n" + _HEAD_TOO_LARGE
+        )
+        self.transport.close()

@@ -16,7 +16,12 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from gateway.http_protocol import CORK_LIMIT, CorkedHttpToolsProtocol, CorkedTransport
+from gateway.http_protocol import (
+    CORK_LIMIT,
+    MAX_HEAD_BYTES,
+    CorkedHttpToolsProtocol,
+    CorkedTransport,
+)
 from gateway.tls import GatewayServer
 
 LOOPBACK = "127.0.0.1"
@@ -315,3 +320,45 @@ def test_malformed_request_gets_a_400_body_before_eof() -> None:
         data = read_to_eof(sock)
     assert data.startswith(b"HTTP/1.1 400 Bad Request")
     assert data.endswith(b"Invalid HTTP request received.")
+
+
+def test_request_head_over_the_limit_gets_431_and_the_connection_closes() -> None:
+    with serving() as port, socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        sock.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):  # up to 4 MiB, far past the limit; the server hangs up
+                sock.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
+    assert data.endswith(b'exceed 65536 bytes"}')
+
+
+def test_endless_request_line_is_refused_too() -> None:
+    with serving() as port, socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        sock.sendall(b"GET /small?")
+        try:
+            for _ in range(8):
+                sock.sendall(b"q" * 16384)
+                time.sleep(0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 431")
+
+
+def test_heads_under_the_limit_and_large_bodies_are_served() -> None:
+    header = b"X-Fine: " + b"b" * 32_000 + b"\r\n"
+    with serving() as port, request(port, "/small", header) as sock:
+        assert read_until(sock, SMALL).startswith(b"HTTP/1.1 200 OK")
+    body = b"c" * (MAX_HEAD_BYTES * 4)
+    with serving() as port, socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        head = b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        sock.sendall(head + body + b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(SMALL) < 2:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == 2
