@@ -26,12 +26,20 @@ OAuthError                       400 unless stated
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E (no '"' or '\\').
+_OUTSIDE_DESCRIPTION = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+def description_text(text: str) -> str:
+    """`text` within RFC 6749's error_description charset, anything else as '?'."""
+    return _OUTSIDE_DESCRIPTION.sub("?", text)
 
 
 class OAuthError(Exception):
@@ -46,7 +54,7 @@ class OAuthError(Exception):
     def body(self) -> dict[str, str]:
         body = {"error": self.error}
         if self.description:
-            body["error_description"] = self.description
+            body["error_description"] = description_text(self.description)
         return body
 
     def response(self) -> Response:

@@ -1,7 +1,9 @@
 """OAuth audit events: one log line per decision, on the `gateway.oauth` logger.
 
 Lines name clients, grants, scopes and addresses; never a token, code, secret or key.
-`grep -i oauth` over the gateway's log finds them all.
+`grep -i oauth` over the gateway's log finds them all. Values a client chose (error
+descriptions quoting its input, names) are rendered with repr(), so a newline or escape
+sequence in them can never start a forged line.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def peer(request: Request) -> str:
 
 def log_refusal(request: Request, error: OAuthError) -> None:
     audit.info(
-        "oauth %s %s refused: %d %s: %s (from %s)",
+        "oauth %s %r refused: %d %s: %r (from %s)",
         request.method,
         request.url.path,
         error.status_code,

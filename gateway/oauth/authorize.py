@@ -41,6 +41,7 @@ def validate_authorization(
     client: Client,
     *,
     resource: str,
+    issuer: str | None = None,
 ) -> tuple[str, str | None, str]:
     """(scope, code_challenge, resource) of a valid request, or the OAuthError to redirect."""
     if params.get("response_type") != "code":
@@ -53,7 +54,7 @@ def validate_authorization(
         required=client.is_public,
     )
     scope = format_scope(consented_scopes(params.get("scope"), client.scopes))
-    audience = resolve_resource(resources, resource)
+    audience = resolve_resource(resources, resource, issuer=issuer)
     return scope, challenge, audience
 
 

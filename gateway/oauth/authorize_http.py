@@ -20,6 +20,9 @@ from gateway.oauth.redirects import redirect_host
 from gateway.store.base import PendingConsent, hash_secret
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Unauthenticated GET /oauth/authorize stores one pending consent each (api_key mode):
+# past this many, the soonest to expire are dropped rather than the store growing.
+MAX_PENDING_CONSENTS = 10_000
 
 
 def unredirectable(request: Request, error: OAuthError) -> Response:
@@ -46,7 +49,11 @@ class AuthorizeHandler:
         state = params.get("state")
         try:
             scope, challenge, resource = validate_authorization(
-                params, query.getlist("resource"), client, resource=self.ctx.settings.resource
+                params,
+                query.getlist("resource"),
+                client,
+                resource=self.ctx.settings.resource,
+                issuer=self.ctx.settings.issuer,
             )
         except OAuthError as exc:
             log_refusal(request, exc)
@@ -127,12 +134,13 @@ async def ask_consent(
 ) -> Response:
     consent_id = secrets.token_urlsafe(32)
     await ctx.store.save_consent(
-        PendingConsent(**{**vars(pending), "id_hash": hash_secret(consent_id)})
+        PendingConsent(**{**vars(pending), "id_hash": hash_secret(consent_id)}),
+        limit=MAX_PENDING_CONSENTS,
     )
     return consent_page(
         consent_id=consent_id,
         client_name=client.client_name or client.client_id,
-        redirect_host=redirect_host(pending.redirect_uri),
+        redirect_uri=pending.redirect_uri,
         scope=pending.scope,
         failed=failed,
     )
@@ -143,7 +151,7 @@ def error_redirect(
 ) -> Response:
     params = {
         "error": error.error,
-        "error_description": error.description or None,
+        "error_description": error.body().get("error_description"),
         "state": state,
         "iss": ctx.settings.issuer,
     }

@@ -98,6 +98,8 @@ def _client_id_url_problem(value: str, parts: SplitResult) -> str | None:
         return "must not contain a username or password"
     if not parts.hostname:
         return "has no host"
+    if not parts.hostname.isascii():
+        return "host must be ASCII (use the punycode form)"
     if "#" in value:
         return "must not contain a fragment"
     if parts.path in ("", "/"):
@@ -315,6 +317,8 @@ class ClientMetadataResolver:
         problem = host_problem(parts.hostname or "", allow_private=self.allow_private)
         if problem:
             raise _invalid(client_id, f"host refused: {problem}")
+        if parts.port not in (None, 443) and not self.allow_private:
+            raise _invalid(client_id, "host refused: only port 443 is fetched")
         cached = self._cache.get(client_id, self._clock())
         if cached is not None:
             return cached
@@ -364,9 +368,12 @@ class ClientMetadataResolver:
             raise self._failed(client_id, f"host refused: {exc}") from None
         except httpx.HTTPError as exc:
             raise self._failed(client_id, _fetch_problem(exc)) from None
+        except (httpx.InvalidURL, UnicodeError, ValueError):
+            # An IDNA-invalid host (`xn--a.com`, `⒈example.com`) fails inside httpx.
+            raise self._failed(client_id, "its host name is not valid") from None
         try:
             return json.loads(body.decode("utf-8")), ttl
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise self._failed(client_id, "document is not valid UTF-8 JSON") from None
 
     def _check_response(self, client_id: str, response: httpx.Response) -> None:

@@ -11,6 +11,7 @@ from html import escape
 from starlette.responses import HTMLResponse
 
 from gateway.errors import OAuthError
+from gateway.oauth.redirects import redirect_host, redirect_origin
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -20,6 +21,23 @@ PAGE_HEADERS = {
     "form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
+
+
+def consent_headers(redirect_uri: str) -> dict[str, str]:
+    """PAGE_HEADERS with `form-action` also allowing the client's redirect target.
+
+    Chromium applies `form-action` to the redirects that follow a form submission, so
+    `'self'` alone blocks the 302 from the consent POST to the client (CSP3 §6.3.1.1).
+    """
+    origin = redirect_origin(redirect_uri)
+    if origin is None:
+        return PAGE_HEADERS
+    csp = PAGE_HEADERS["Content-Security-Policy"].replace(
+        "form-action 'self'", f"form-action 'self' {origin}"
+    )
+    return {**PAGE_HEADERS, "Content-Security-Policy": csp}
+
+
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:34em;margin:3em auto;padding:0 1em;"
     "line-height:1.5;color:#222}li{margin:.3em 0}code{background:#f2f2f2;padding:0 .3em}"
@@ -35,7 +53,7 @@ SCOPE_MEANINGS = {
 
 
 def consent_page(
-    *, consent_id: str, client_name: str, redirect_host: str, scope: str, failed: bool = False
+    *, consent_id: str, client_name: str, redirect_uri: str, scope: str, failed: bool = False
 ) -> HTMLResponse:
     scopes = "".join(
         f"<li><code>{escape(s)}</code> {escape(SCOPE_MEANINGS.get(s, ''))}</li>"
@@ -47,7 +65,7 @@ def consent_page(
 <style>{STYLE}</style></head><body>
 <h1>Authorize access</h1>
 <p><strong>{escape(client_name)}</strong> asks for access to this memory service.
-After approval you are sent back to <strong>{escape(redirect_host)}</strong>.</p>
+After approval you are sent back to <strong>{escape(redirect_host(redirect_uri))}</strong>.</p>
 <p>It may:</p><ul>{scopes}</ul>{warning}
 <form method="post" action="/oauth/authorize/consent">
 <input type="hidden" name="consent_id" value="{escape(consent_id)}">
@@ -56,7 +74,8 @@ After approval you are sent back to <strong>{escape(redirect_host)}</strong>.</p
 <p><button type="submit" name="decision" value="approve">Approve</button>
 <button type="submit" name="decision" value="deny">Deny</button></p>
 </form></body></html>"""
-    return HTMLResponse(body, status_code=401 if failed else 200, headers=PAGE_HEADERS)
+    status = 401 if failed else 200
+    return HTMLResponse(body, status_code=status, headers=consent_headers(redirect_uri))
 
 
 def error_page(error: OAuthError) -> HTMLResponse:

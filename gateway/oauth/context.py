@@ -14,7 +14,8 @@ from gateway.oauth.forms import read_form
 from gateway.oauth.models import Client
 from gateway.oauth.revocation import RevocationCache, Revoker
 from gateway.oauth.tokens import TokenService
-from gateway.ratelimit import RateLimiter
+from gateway.proxy.headers import Network
+from gateway.ratelimit import RateLimiter, client_address
 from gateway.settings import Settings
 from gateway.store.base import Store
 
@@ -35,6 +36,7 @@ class Context:
     limiter: RateLimiter
     resolver: ClientResolver | None = None
     clock: Callable[[], float] = field(default=time.time)
+    trusted_proxies: tuple[Network, ...] = ()
 
     async def find_client(self, client_id: str) -> Client | None:
         """A registered client, or one described by its metadata document URL."""
@@ -51,5 +53,6 @@ class Context:
         )
 
     async def limit(self, bucket: str, request: Request) -> None:
-        address = request.client.host if request.client else "unknown"
-        await self.limiter.check(bucket, address)
+        peer = request.client.host if request.client else "unknown"
+        forwarded = request.headers.getlist("x-forwarded-for")
+        await self.limiter.check(bucket, client_address(peer, forwarded, self.trusted_proxies))

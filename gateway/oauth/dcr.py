@@ -4,11 +4,17 @@ at `/oauth/register/{client_id}`, and the seed's `GET /oauth/clients/{client_id}
 Secrets and registration access tokens are returned once, at registration, and stored
 hashed. The debugging endpoint accepts the client's registration access token or
 `MCP_API_KEY`; without either it answers 401, so it never leaks client metadata.
+
+A registration presenting an operator credential as Bearer (the initial access token
+`MCP_DCR_REGISTRATION_KEY` or `MCP_API_KEY`) makes a trusted client (see
+`registration`). When the registry is full, never-used clients make room first, then
+the least recently used client not registered by an operator (R5).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -41,9 +47,21 @@ def bearer(request: Request) -> str | None:
 
 
 def same_secret(presented: str | None, expected: str | None) -> bool:
+    """Constant time, including the length: digests are compared, not the strings."""
     if presented is None or not expected:
         return False
-    return hmac.compare_digest(presented.encode(), expected.encode())
+    return hmac.compare_digest(_digest(presented), _digest(expected))
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+def operator_credential(request: Request, ctx: Context) -> bool:
+    """The request carries the initial access token or the API key as Bearer."""
+    token = bearer(request)
+    settings = ctx.settings
+    return same_secret(token, settings.dcr_registration_key) or same_secret(token, settings.api_key)
 
 
 @dataclass
@@ -52,8 +70,8 @@ class RegisterHandler:
 
     async def __call__(self, request: Request) -> Response:
         await self.ctx.limit("register", request)
-        key = self.ctx.settings.dcr_registration_key
-        if key is not None and not same_secret(bearer(request), key):
+        trusted = operator_credential(request, self.ctx)
+        if self.ctx.settings.dcr_registration_key is not None and not trusted:
             raise InvalidToken(
                 "registration needs the initial access token", headers=BEARER_CHALLENGE
             )
@@ -64,6 +82,7 @@ class RegisterHandler:
             client_id=f"mcp_client_{secrets.token_urlsafe(16)}",
             issued_at=now,
             allowed_schemes=self.ctx.settings.allowed_redirect_schemes,
+            trusted=trusted,
         )
         secret = None if client.is_public else secrets.token_urlsafe(32)
         registration_token = secrets.token_urlsafe(32)
@@ -74,10 +93,11 @@ class RegisterHandler:
         )
         await self._store(client, now)
         audit.info(
-            "oauth client registered: %s %r auth=%s from %s",
+            "oauth client registered: %s %r auth=%s operator=%s from %s",
             client.client_id,
             client.client_name,
             client.token_endpoint_auth_method,
+            trusted,
             peer(request),
         )
         body = configuration_document(self.ctx, client)
@@ -92,8 +112,15 @@ class RegisterHandler:
         if await self.ctx.store.add_client(client, limit=limit):
             return
         await self.ctx.store.prune_unused_clients(now - UNUSED_CLIENT_GRACE)
-        if not await self.ctx.store.add_client(client, limit=limit):
-            raise TemporarilyUnavailable("the client registry is full; try again later")
+        if await self.ctx.store.add_client(client, limit=limit):
+            return
+        evicted = await self.ctx.store.evict_client()
+        if evicted is not None:
+            audit.warning("oauth client registry full: evicted %s (least recently used)", evicted)
+            await self.ctx.revoker.revoke_client(evicted)
+            if await self.ctx.store.add_client(client, limit=limit):
+                return
+        raise TemporarilyUnavailable("the client registry is full; try again later")
 
 
 def configuration_document(ctx: Context, client: Client) -> dict[str, object]:
@@ -121,9 +148,13 @@ class ClientConfigurationHandler:
     ctx: Context
 
     async def __call__(self, request: Request) -> Response:
+        await self.ctx.limit("client-config", request)
         client = await client_for_token(self.ctx, request)
         if request.method == "DELETE":
+            # RFC 7592 §2.3: the client's grants and tokens go with it.
             await self.ctx.store.delete_client(client.client_id)
+            await self.ctx.revoker.revoke_client(client.client_id)
+            audit.info("oauth client deleted: %s from %s", client.client_id, peer(request))
             return Response(status_code=204, headers=NO_STORE)
         if request.method == "PUT":
             client = await self._update(request, client)
@@ -138,6 +169,7 @@ class ClientConfigurationHandler:
             client_id=client.client_id,
             issued_at=client.client_id_issued_at,
             allowed_schemes=self.ctx.settings.allowed_redirect_schemes,
+            trusted=client.trusted,
         )
         if updated.is_public != client.is_public:
             raise InvalidClientMetadata(
@@ -160,6 +192,7 @@ class ClientInfoHandler:
     ctx: Context
 
     async def __call__(self, request: Request) -> Response:
+        await self.ctx.limit("client-config", request)
         token = bearer(request)
         if same_secret(token, self.ctx.settings.api_key):
             client = await self.ctx.store.get_client(request.path_params["client_id"])
@@ -169,4 +202,5 @@ class ClientInfoHandler:
             client = await client_for_token(self.ctx, request)
         body = client_document(client)
         body["has_client_secret"] = client.client_secret_hash is not None
+        body["operator_registered"] = client.trusted
         return JSONResponse(body, headers=NO_STORE)

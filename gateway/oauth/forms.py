@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from gateway.errors import InvalidClientMetadata, InvalidRequest, PayloadTooLarge
+from gateway.errors import InvalidClientMetadata, InvalidRequest, InvalidTarget, PayloadTooLarge
+from gateway.oauth.resource import canonical_resource
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -40,12 +41,19 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
 
 
 def parse_form(body: bytes) -> dict[str, str]:
+    """Each parameter at most once (RFC 6749 §3.2), except `resource` (RFC 8707 §2),
+    which may repeat the same value; two different resources → InvalidTarget, since
+    this gateway protects one resource."""
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("malformed form body") from None
     form: dict[str, str] = {}
     for name, value in pairs:
+        if name == "resource" and name in form:
+            if canonical_resource(value) != canonical_resource(form[name]):
+                raise InvalidTarget("more than one resource was requested")
+            continue
         if name in form:
             raise InvalidRequest(f"parameter {name!r} included more than once")
         form[name] = value
@@ -58,7 +66,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, object]:
     body = await read_body(request, limit)
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidClientMetadata("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidClientMetadata("the request body must be a JSON object")

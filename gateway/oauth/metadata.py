@@ -46,9 +46,12 @@ def openid_configuration(settings: Settings, *, cimd: bool, algorithm: str) -> d
     }
 
 
-def protected_resource_metadata(settings: Settings) -> dict[str, object]:
+def protected_resource_metadata(settings: Settings, *, root: bool = False) -> dict[str, object]:
+    """RFC 9728. The document at the root well-known path describes the resource named
+    by the origin, the one under `/mcp` the resource `{issuer}/mcp` (§3.3: `resource`
+    must equal the URL the document was derived from); both mean the same audience."""
     return {
-        "resource": settings.resource,
+        "resource": settings.issuer if root else settings.resource,
         "authorization_servers": [settings.issuer],
         "scopes_supported": list(RESOURCE_SCOPES),
         "bearer_methods_supported": ["header"],

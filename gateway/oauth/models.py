@@ -17,6 +17,9 @@ class Client:
 
     `metadata` holds every other registered field to echo back (client_uri, logo_uri,
     contacts, software_id ...). Secrets and registration tokens are stored hashed.
+    `trusted` marks a client registered with an operator credential (the initial access
+    token or the API key): only such clients may use `client_credentials`, a grant
+    without a user and hence without consent, hold `admin` and introspect tokens.
     """
 
     client_id: str
@@ -31,6 +34,7 @@ class Client:
     client_id_issued_at: int = 0
     registration_token_hash: str | None = None
     source: ClientSource = "dcr"
+    trusted: bool = False
     metadata: dict[str, object] = field(default_factory=dict)
 
     @property

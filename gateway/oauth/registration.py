@@ -1,8 +1,15 @@
 """Dynamic client registration (RFC 7591, PROTOCOL R1-R3) as pure rules.
 
-A registration without `redirect_uris` is accepted as a confidential
-`client_credentials`-only client: the seed's `{"client_name": "Test Client"}` works,
-and no redirect-based grant is ever possible for it.
+Who registers decides what the client may do. An operator registration (the initial
+access token or the API key as Bearer) may ask for `client_credentials` and `admin`; a
+registration without `redirect_uris` then defaults to a `client_credentials` client.
+
+An open (anonymous) registration gets redirect-based grants only, since those pass
+through the consent page: `client_credentials` is refused and `admin` is dropped from
+its scope (RFC 7591 §3.2.1 lets the server replace requested values). Without
+`redirect_uris` it is registered with no grant type at all, so the seed's
+`{"client_name": "Test Client"}` still answers 201, yet no token can be obtained
+with it until an RFC 7592 update adds redirect URIs (and then only through consent).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 REDIRECT_GRANTS = ("authorization_code", "refresh_token")
 DEFAULT_SCOPE = "read write offline_access"
 DEFAULT_MACHINE_SCOPE = "read write"
+OPERATOR_ONLY_SCOPES = frozenset({"admin"})
 ECHOED_STRINGS = (
     "client_uri",
     "logo_uri",
@@ -37,15 +45,15 @@ def client_from_metadata(
     client_id: str,
     issued_at: int,
     allowed_schemes: Iterable[str] = (),
+    trusted: bool = False,
 ) -> Client:
-    """A Client from registration metadata; unknown fields are ignored (RFC 7591 §2)."""
+    """A Client from registration metadata; unknown fields are ignored (RFC 7591 §2).
+
+    `trusted`: the registration presented an operator credential (see module doc).
+    """
     redirect_uris = _redirect_uris(data.get("redirect_uris"), allowed_schemes)
     method = _auth_method(data.get("token_endpoint_auth_method"))
-    grant_types = _words(data, "grant_types", REDIRECT_GRANTS if redirect_uris else ())
-    if not grant_types:
-        grant_types = ("client_credentials",)
-    if not set(grant_types) <= set(GRANT_TYPES):
-        raise InvalidClientMetadata(f"unsupported grant_types: {list(grant_types)}")
+    grant_types = _grant_types(data, redirect_uris, trusted)
     default_responses = ("code",) if "authorization_code" in grant_types else ()
     response_types = _words(data, "response_types", default_responses)
     _check_consistency(redirect_uris, method, grant_types, response_types)
@@ -55,11 +63,26 @@ def client_from_metadata(
         token_endpoint_auth_method=method,
         grant_types=grant_types,
         response_types=response_types,
-        scope=_scope(data.get("scope"), grant_types),
+        scope=_scope(data.get("scope"), grant_types, trusted),
         client_name=_text(data, "client_name"),
         client_id_issued_at=issued_at,
+        trusted=trusted,
         metadata=_echoed(data),
     )
+
+
+def _grant_types(
+    data: Mapping[str, object], redirect_uris: tuple[str, ...], trusted: bool
+) -> tuple[str, ...]:
+    machine_default = ("client_credentials",) if trusted else ()
+    grant_types = _words(data, "grant_types", REDIRECT_GRANTS if redirect_uris else machine_default)
+    if not set(grant_types) <= set(GRANT_TYPES):
+        raise InvalidClientMetadata(f"unsupported grant_types: {list(grant_types)}")
+    if "client_credentials" in grant_types and not trusted:
+        raise InvalidClientMetadata(
+            "client_credentials is only for clients registered with an operator credential"
+        )
+    return grant_types
 
 
 def client_document(client: Client) -> dict[str, object]:
@@ -124,7 +147,7 @@ def _words(data: Mapping[str, object], name: str, default: tuple[str, ...]) -> t
     return tuple(dict.fromkeys(value))
 
 
-def _scope(value: object, grant_types: tuple[str, ...]) -> str:
+def _scope(value: object, grant_types: tuple[str, ...], trusted: bool) -> str:
     if value is None:
         redirect = "authorization_code" in grant_types
         return DEFAULT_SCOPE if redirect else DEFAULT_MACHINE_SCOPE
@@ -136,6 +159,10 @@ def _scope(value: object, grant_types: tuple[str, ...]) -> str:
         raise InvalidClientMetadata(exc.description) from None
     if not scopes - {"offline_access"}:
         raise InvalidClientMetadata("scope must include at least one of read, write, admin")
+    if not trusted:
+        scopes -= OPERATOR_ONLY_SCOPES
+        if not scopes - {"offline_access"}:
+            raise InvalidClientMetadata("admin needs a registration with an operator credential")
     return format_scope(scopes)
 
 

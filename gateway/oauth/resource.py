@@ -27,12 +27,18 @@ def canonical_resource(value: str) -> str | None:
     return f"{origin}{path}{query}"
 
 
-def resolve_resource(requested: list[str], resource: str) -> str:
-    """The audience for a token: `resource` when absent or naming it, else InvalidTarget."""
+def resolve_resource(requested: list[str], resource: str, *, issuer: str | None = None) -> str:
+    """The audience for a token: `resource` when absent or naming it, else InvalidTarget.
+
+    The gateway protects one resource, so `issuer` (what the root protected resource
+    metadata declares, RFC 9728 §3.3) names the same audience as `{issuer}/mcp`.
+    """
     if not requested:
         return resource
-    expected = canonical_resource(resource)
+    accepted = {canonical_resource(resource)}
+    if issuer is not None:
+        accepted.add(canonical_resource(issuer))
     for value in requested:
-        if canonical_resource(value) != expected:
-            raise InvalidTarget(f"unknown resource: {value}")
+        if canonical_resource(value) not in accepted:
+            raise InvalidTarget(f"unknown resource: {value[:200]!r}")
     return resource

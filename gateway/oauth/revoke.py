@@ -25,6 +25,7 @@ class RevokeHandler:
     ctx: Context
 
     async def __call__(self, request: Request) -> Response:
+        await self.ctx.limit("revoke", request)
         form = await self.ctx.form(request)
         client = await self.ctx.authenticate(request, form)
         token = required_token(form)

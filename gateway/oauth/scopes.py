@@ -5,6 +5,10 @@ from __future__ import annotations
 from gateway.errors import InvalidScope
 from gateway.oauth.models import SUPPORTED_SCOPES
 
+# Grantable in a delegated grant only when the client's registration holds it; open
+# registration never does (see registration.py).
+REGISTERED_ONLY = frozenset({"admin"})
+
 
 def parse_scope(value: str | None) -> frozenset[str]:
     """The scopes in a space-separated string; unknown scope → InvalidScope."""
@@ -29,12 +33,13 @@ def consented_scopes(requested: str | None, registered: frozenset[str]) -> froze
 
     The registration does not cap them: MCP clients register with the scope of the
     first challenge and ask for more on a 403 insufficient_scope (step-up, PROTOCOL D6),
-    so capping by the registered scope would make step-up impossible. Unknown scopes
-    are still refused; no scope requested → the registered scope.
+    so capping by the registered scope would make step-up impossible. `admin` is the
+    exception: only when registered (A5). Unknown scopes are still refused; no scope
+    requested → the registered scope.
     """
-    granted = parse_scope(requested) or registered
+    granted = (parse_scope(requested) or registered) - (REGISTERED_ONLY - registered)
     if not granted:
-        raise InvalidScope("no scope requested and none registered")
+        raise InvalidScope("none of the requested scopes may be granted to this client")
     return granted
 
 

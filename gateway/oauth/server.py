@@ -34,10 +34,11 @@ from gateway.oauth.context import ClientResolver, Context
 from gateway.oauth.cors import PublicCorsMiddleware
 from gateway.oauth.dcr import ClientConfigurationHandler, ClientInfoHandler, RegisterHandler
 from gateway.oauth.introspection import IntrospectHandler
-from gateway.oauth.revocation import RevocationCache, Revoker
+from gateway.oauth.revocation import RevocationCache, Revoker, max_staleness
 from gateway.oauth.revoke import RevokeHandler
 from gateway.oauth.token import TokenHandler
 from gateway.oauth.tokens import TokenService
+from gateway.proxy.headers import parse_networks
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 from gateway.store.base import Store, StoreUnavailable, open_store
@@ -128,7 +129,9 @@ def build_authorization_server(
     if client_resolver is None and settings.cimd_enabled:
         client_resolver, close = _default_resolver(settings, clock)
         closers.append(close)
-    cache = RevocationCache(store, clock=clock)
+    cache = RevocationCache(
+        store, clock=clock, max_staleness=max_staleness(REVOCATION_REFRESH_SECONDS)
+    )
     ctx = Context(
         settings=settings,
         store=store,
@@ -138,6 +141,7 @@ def build_authorization_server(
         limiter=RateLimiter(store, settings.rate_limit_per_minute, clock=clock),
         resolver=client_resolver if settings.cimd_enabled else None,
         clock=clock,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
     )
     app = Starlette(
         routes=routes(ctx),
@@ -164,6 +168,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
     as_doc = _json(metadata.authorization_server_metadata(settings, cimd=cimd))
     oidc_doc = _json(metadata.openid_configuration(settings, cimd=cimd, algorithm=algorithm))
     prm_doc = _json(metadata.protected_resource_metadata(settings))
+    root_prm_doc = _json(metadata.protected_resource_metadata(settings, root=True))
     jwks = _json(ctx.tokens.ring.jwks())
     # Bound methods: Starlette treats a callable instance as a raw ASGI app.
     register = RegisterHandler(ctx).__call__
@@ -175,7 +180,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/.well-known/oauth-authorization-server/mcp", as_doc, methods=get),
         Route("/.well-known/openid-configuration", oidc_doc, methods=get),
         Route("/.well-known/openid-configuration/mcp", oidc_doc, methods=get),
-        Route("/.well-known/oauth-protected-resource", prm_doc, methods=get),
+        Route("/.well-known/oauth-protected-resource", root_prm_doc, methods=get),
         Route("/.well-known/oauth-protected-resource/mcp", prm_doc, methods=get),
         Route(metadata.JWKS_PATH, jwks, methods=get),
         Route("/.well-known/jwks.json", jwks, methods=get),

@@ -36,12 +36,15 @@ def required(form: Mapping[str, str], name: str) -> str:
     return value
 
 
-def requested_resource(form: Mapping[str, str], resource: str) -> str:
-    return resolve_resource([form["resource"]] if "resource" in form else [], resource)
+def requested_resource(ctx: Context, form: Mapping[str, str]) -> str:
+    """The audience named by `resource` (A4); the form parser has already refused two
+    different values (RFC 8707 §2: one resource per token request here)."""
+    requested = [form["resource"]] if "resource" in form else []
+    return resolve_resource(requested, ctx.settings.resource, issuer=ctx.settings.issuer)
 
 
 def check_code(
-    code: AuthorizationCode, client: Client, form: Mapping[str, str], now: float
+    code: AuthorizationCode, client: Client, form: Mapping[str, str], now: float, audience: str
 ) -> None:
     """Everything a first-use code is bound to (A3, A4, A7; RFC 6749 §4.1.3)."""
     if code.expires_at <= now:
@@ -59,7 +62,7 @@ def check_code(
             raise InvalidRequest("code_verifier is required")
         if not verifier_matches(verifier, code.code_challenge):
             raise InvalidGrant("PKCE verification failed")
-    if requested_resource(form, code.resource) != code.resource:
+    if audience != code.resource:
         raise InvalidTarget("resource differs from the authorization request")
 
 
@@ -76,12 +79,12 @@ async def authorization_code(ctx: Context, client: Client, form: Mapping[str, st
         await ctx.revoker.revoke_family(code.family)
         raise InvalidGrant("authorization code already used; tokens issued from it are revoked")
     now = ctx.clock()
-    check_code(code, client, form, now)
+    check_code(code, client, form, now, requested_resource(ctx, form))
     scopes = parse_scope(code.scope)
     refresh_token = None
     if "offline_access" in scopes and "refresh_token" in client.grant_types:
         refresh_token = refresh.new_refresh_token()
-        await ctx.store.save_refresh(
+        saved = await ctx.store.save_refresh(
             refresh.refresh_record(
                 refresh_token,
                 family=code.family,
@@ -93,6 +96,9 @@ async def authorization_code(ctx: Context, client: Client, form: Mapping[str, st
                 ttl=ctx.settings.refresh_token_ttl,
             )
         )
+        if not saved:
+            # A replay of this code revoked the family while we were exchanging it (T4).
+            raise InvalidGrant("authorization code already used; its grant has been revoked")
     return token_body(ctx, client, code.subject, scopes, code.resource, code.family, refresh_token)
 
 
@@ -103,7 +109,7 @@ async def refresh_token(ctx: Context, client: Client, form: Mapping[str, str]) -
     if ctx.revocations.is_family_revoked(current.family):
         raise InvalidGrant("this grant has been revoked")
     scopes = narrow_scopes(form.get("scope"), parse_scope(current.scope))
-    if requested_resource(form, current.resource) != current.resource:
+    if requested_resource(ctx, form) != current.resource:
         raise InvalidTarget("resource differs from the original grant")
     successor = await refresh.rotate(
         ctx.store,
@@ -120,10 +126,16 @@ async def refresh_token(ctx: Context, client: Client, form: Mapping[str, str]) -
 
 
 async def client_credentials(ctx: Context, client: Client, form: Mapping[str, str]) -> Body:
+    """T6, for clients an operator registered only: nobody consents to this grant, so a
+    self-registered client (or one stored before the `trusted` flag existed) is refused."""
     if client.is_public:
         raise UnauthorizedClient("client_credentials needs a confidential client")
+    if not client.trusted:
+        raise UnauthorizedClient(
+            "client_credentials is only for clients registered with an operator credential"
+        )
     scopes = grant_scopes(form.get("scope"), client.scopes - {"offline_access"})
-    resource = requested_resource(form, ctx.settings.resource)
+    resource = requested_resource(ctx, form)
     return token_body(ctx, client, client.client_id, scopes, resource, None, None)
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal, Protocol
 
 from gateway.oauth.models import Client
 
-RevocationKind = Literal["jti", "family"]
+RevocationKind = Literal["jti", "family", "client"]
 RotationOutcome = Literal["rotated", "grace", "replayed", "unknown"]
 # Used codes are kept this long after they expire, so a late replay is still recognised
 # and still revokes what the code produced (PROTOCOL T4).
@@ -95,9 +95,23 @@ class ClientStore(Protocol):
 
     async def get_client(self, client_id: str) -> Client | None: ...
     async def replace_client(self, client: Client) -> None: ...
-    async def delete_client(self, client_id: str) -> bool: ...
-    async def mark_client_used(self, client_id: str, now: float) -> None: ...
-    async def prune_unused_clients(self, issued_before: float) -> int: ...
+
+    async def delete_client(self, client_id: str) -> bool:
+        """Drop the client and its refresh tokens (RFC 7592 §2.3)."""
+        ...
+
+    async def mark_client_used(self, client_id: str, now: float) -> None:
+        """Record that the client obtained a token now (kept unpruned, LRU order)."""
+        ...
+
+    async def prune_unused_clients(self, issued_before: float) -> int:
+        """Drop never-used clients issued before the cutoff, except trusted ones."""
+        ...
+
+    async def evict_client(self) -> str | None:
+        """Delete the least recently used client that is not `trusted` (with its refresh
+        tokens) and return its id; None when every client is trusted."""
+        ...
 
 
 class CodeStore(Protocol):
@@ -109,7 +123,11 @@ class CodeStore(Protocol):
 
 
 class RefreshStore(Protocol):
-    async def save_refresh(self, token: RefreshToken) -> None: ...
+    async def save_refresh(self, token: RefreshToken) -> bool:
+        """Store a new token unless its family is revoked (checked atomically with the
+        write, so a family revoked concurrently never gets a token); False then."""
+        ...
+
     async def get_refresh(self, token_hash: str) -> RefreshToken | None: ...
 
     async def rotate_refresh(
@@ -131,7 +149,10 @@ class RevocationStore(Protocol):
 
 
 class ConsentStore(Protocol):
-    async def save_consent(self, pending: PendingConsent) -> None: ...
+    async def save_consent(self, pending: PendingConsent, *, limit: int) -> None:
+        """Store a pending consent; past `limit` pending ones the soonest to expire go."""
+        ...
+
     async def take_consent(self, id_hash: str, now: float) -> PendingConsent | None: ...
 
 

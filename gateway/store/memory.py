@@ -48,20 +48,37 @@ class MemoryStore:
 
     async def delete_client(self, client_id: str) -> bool:
         self.client_last_used.pop(client_id, None)
+        for key in [k for k, t in self.refresh.items() if t.client_id == client_id]:
+            del self.refresh[key]
         return self.clients.pop(client_id, None) is not None
 
     async def mark_client_used(self, client_id: str, now: float) -> None:
-        self.client_last_used[client_id] = now
+        if client_id in self.clients:
+            self.client_last_used[client_id] = now
 
     async def prune_unused_clients(self, issued_before: float) -> int:
         stale = [
             cid
             for cid, c in self.clients.items()
-            if cid not in self.client_last_used and c.client_id_issued_at < issued_before
+            if cid not in self.client_last_used
+            and c.client_id_issued_at < issued_before
+            and not c.trusted
         ]
         for cid in stale:
             del self.clients[cid]
         return len(stale)
+
+    async def evict_client(self) -> str | None:
+        candidates = [
+            (self.client_last_used.get(cid, c.client_id_issued_at), cid)
+            for cid, c in self.clients.items()
+            if not c.trusted
+        ]
+        if not candidates:
+            return None
+        _, victim = min(candidates)
+        await self.delete_client(victim)
+        return victim
 
     async def save_code(self, code: AuthorizationCode) -> None:
         self.codes[code.code_hash] = (code, False)
@@ -74,8 +91,12 @@ class MemoryStore:
         self.codes[code_hash] = (code, True)
         return CodeRedemption(code=code, first_use=not used)
 
-    async def save_refresh(self, token: RefreshToken) -> None:
+    async def save_refresh(self, token: RefreshToken) -> bool:
+        revoked = self.revocations.get(("family", token.family))
+        if revoked is not None and revoked.expires_at > token.issued_at:
+            return False
         self.refresh[token.token_hash] = token
+        return True
 
     async def get_refresh(self, token_hash: str) -> RefreshToken | None:
         return self.refresh.get(token_hash)
@@ -112,8 +133,12 @@ class MemoryStore:
     async def list_revocations(self, now: float) -> list[Revocation]:
         return [r for r in self.revocations.values() if r.expires_at > now]
 
-    async def save_consent(self, pending: PendingConsent) -> None:
+    async def save_consent(self, pending: PendingConsent, *, limit: int) -> None:
         self.consents[pending.id_hash] = pending
+        if len(self.consents) > limit:
+            by_expiry = sorted(self.consents.values(), key=lambda p: p.expires_at)
+            for dropped in by_expiry[: len(self.consents) - limit]:
+                del self.consents[dropped.id_hash]
 
     async def take_consent(self, id_hash: str, now: float) -> PendingConsent | None:
         pending = self.consents.pop(id_hash, None)

@@ -12,6 +12,9 @@ Key layout, under a prefix (default `mgw:`, or `?prefix=` in the URL):
     clients             hash    client_id -> client JSON
     clients:unused      zset    client_id, score issued_at; only never-used clients
     clients:used        hash    client_id -> first time it obtained a token
+    clients:lru         zset    client_id, score last use (or issued_at); only clients not
+                                registered by an operator, the ones eviction may drop
+    clientfam:<id>      set     refresh families started by a client (dropped with it)
     code:<hash>         hash    data (JSON), used (times redeemed)
     codes:exp           zset    code hash, score expires_at
     rt:<hash>           hash    refresh-token fields (see RefreshToken)
@@ -75,15 +78,52 @@ local function extend(key, ttl)
 end
 """
 
+# KEYS: clients, clients:unused, clients:lru; ARGV: id, json, issued_at, limit, trusted
 ADD_CLIENT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[5] == '0' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
 return 1
 """
+
+# A client and its refresh tokens (every family it started). ARGV[1] of the caller is
+# the key prefix.
+_DROP_CLIENT = """
+local function drop_client(p, id)
+  local families = p .. 'clientfam:' .. id
+  for _, family in ipairs(redis.call('SMEMBERS', families)) do
+    for _, hash in ipairs(redis.call('SMEMBERS', p .. 'family:' .. family)) do
+      redis.call('DEL', p .. 'rt:' .. hash)
+      redis.call('ZREM', p .. 'rt:exp', hash)
+      redis.call('ZREM', p .. 'rt:sealed', hash)
+    end
+    redis.call('DEL', p .. 'family:' .. family)
+  end
+  redis.call('DEL', families)
+  redis.call('HDEL', p .. 'clients:used', id)
+  redis.call('ZREM', p .. 'clients:unused', id)
+  redis.call('ZREM', p .. 'clients:lru', id)
+  return redis.call('HDEL', p .. 'clients', id)
+end
+"""
+
+DELETE_CLIENT = _DROP_CLIENT + "return drop_client(ARGV[1], ARGV[2])"
+
+EVICT_CLIENT = (
+    _DROP_CLIENT
+    + """
+local oldest = redis.call('ZRANGE', ARGV[1] .. 'clients:lru', 0, 0)
+if #oldest == 0 then return false end
+drop_client(ARGV[1], oldest[1])
+return oldest[1]
+"""
+)
 
 REPLACE_CLIENT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
@@ -93,10 +133,11 @@ return 0
 """
 
 MARK_CLIENT_USED = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
-   and redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
   redis.call('ZREM', KEYS[3], ARGV[1])
 end
+redis.call('ZADD', KEYS[4], 'XX', ARGV[2], ARGV[1])
 return 0
 """
 
@@ -105,6 +146,7 @@ local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
 for _, id in ipairs(stale) do
   redis.call('HDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
 end
 return #stale
 """
@@ -115,18 +157,38 @@ local uses = redis.call('HINCRBY', KEYS[1], 'used', 1)
 return {redis.call('HGET', KEYS[1], 'data'), uses}
 """
 
+# KEYS: rt:<hash>, rt:exp, family:<family>, revocations, clientfam:<client>
+# ARGV: expires_at, ttl, hash, "family:<family>", issued_at, family, fields...
 SAVE_REFRESH = (
     _EXTEND_TTL
     + """
+local revoked = redis.call('ZSCORE', KEYS[4], ARGV[4])
+if revoked and tonumber(revoked) > tonumber(ARGV[5]) then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[3])
 extend(KEYS[3], tonumber(ARGV[2]))
-return 0
+redis.call('SADD', KEYS[5], ARGV[6])
+extend(KEYS[5], tonumber(ARGV[2]))
+return 1
 """
 )
+
+# KEYS: consent:<hash>, consents:exp; ARGV: data, ttl, hash, expires_at, limit, prefix
+SAVE_CONSENT = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+if excess > 0 then
+  for _, h in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
+    redis.call('DEL', ARGV[6] .. 'consent:' .. h)
+    redis.call('ZREM', KEYS[2], h)
+  end
+end
+return 0
+"""
 
 # KEYS: rt:<presented>, rt:<successor>, rt:exp, rt:sealed, family:<family>
 # ARGV: now, grace, prefix, successor hash, sealed, successor expires_at, ttl,
@@ -277,6 +339,9 @@ class RedisStore:
         self._redis = client
         scripts = {
             "add_client": ADD_CLIENT,
+            "delete_client": DELETE_CLIENT,
+            "evict_client": EVICT_CLIENT,
+            "save_consent": SAVE_CONSENT,
             "replace_client": REPLACE_CLIENT,
             "mark_client_used": MARK_CLIENT_USED,
             "prune_unused_clients": PRUNE_UNUSED_CLIENTS,
@@ -316,8 +381,14 @@ class RedisStore:
     async def add_client(self, client: Client, *, limit: int) -> bool:
         added = await self._script(
             "add_client",
-            [self.key("clients"), self.key("clients:unused")],
-            [client.client_id, _client_json(client), client.client_id_issued_at, limit],
+            [self.key("clients"), self.key("clients:unused"), self.key("clients:lru")],
+            [
+                client.client_id,
+                _client_json(client),
+                client.client_id_issued_at,
+                limit,
+                "1" if client.trusted else "0",
+            ],
         )
         return bool(added)
 
@@ -334,21 +405,26 @@ class RedisStore:
 
     @_bounded
     async def delete_client(self, client_id: str) -> bool:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.key("clients"), client_id)
-            pipe.hdel(self.key("clients:used"), client_id)
-            pipe.zrem(self.key("clients:unused"), client_id)
-            removed, _, _ = await pipe.execute()
-        return bool(removed)
+        return bool(await self._script("delete_client", [], [self.prefix, client_id]))
+
+    @_bounded
+    async def evict_client(self) -> str | None:
+        evicted = await self._script("evict_client", [], [self.prefix])
+        return evicted.decode() if evicted else None
 
     @_bounded
     async def mark_client_used(self, client_id: str, now: float) -> None:
-        keys = [self.key("clients"), self.key("clients:used"), self.key("clients:unused")]
+        keys = [
+            self.key("clients"),
+            self.key("clients:used"),
+            self.key("clients:unused"),
+            self.key("clients:lru"),
+        ]
         await self._script("mark_client_used", keys, [client_id, repr(now)])
 
     @_bounded
     async def prune_unused_clients(self, issued_before: float) -> int:
-        keys = [self.key("clients"), self.key("clients:unused")]
+        keys = [self.key("clients"), self.key("clients:unused"), self.key("clients:lru")]
         return int(await self._script("prune_unused_clients", keys, [repr(issued_before)]))
 
     # codes
@@ -376,16 +452,28 @@ class RedisStore:
     # refresh tokens
 
     @_bounded
-    async def save_refresh(self, token: RefreshToken) -> None:
+    async def save_refresh(self, token: RefreshToken) -> bool:
         keys = [
             self.key("rt", token.token_hash),
             self.key("rt:exp"),
             self.key("family", token.family),
+            self.key("revocations"),
+            self.key("clientfam", token.client_id),
         ]
-        args = [repr(token.expires_at), self.ttl(token.expires_at), token.token_hash]
-        await self._script("save_refresh", keys, [*args, *_refresh_fields(token)])
+        args = [
+            repr(token.expires_at),
+            self.ttl(token.expires_at),
+            token.token_hash,
+            f"family:{token.family}",
+            repr(token.issued_at),
+            token.family,
+        ]
+        saved = await self._script("save_refresh", keys, [*args, *_refresh_fields(token)])
+        if not saved:
+            return False
         if token.sealed_successor is not None and token.rotated_at is not None:
             await self.redis.zadd(self.key("rt:sealed"), {token.token_hash: token.rotated_at})
+        return True
 
     @_bounded
     async def get_refresh(self, token_hash: str) -> RefreshToken | None:
@@ -447,12 +535,18 @@ class RedisStore:
     # consents
 
     @_bounded
-    async def save_consent(self, pending: PendingConsent) -> None:
+    async def save_consent(self, pending: PendingConsent, *, limit: int) -> None:
         data = json.dumps({k: v for k, v in vars(pending).items() if k != "id_hash"})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.key("consent", pending.id_hash), data, ex=self.ttl(pending.expires_at))
-            pipe.zadd(self.key("consents:exp"), {pending.id_hash: pending.expires_at})
-            await pipe.execute()
+        keys = [self.key("consent", pending.id_hash), self.key("consents:exp")]
+        args = [
+            data,
+            self.ttl(pending.expires_at),
+            pending.id_hash,
+            repr(pending.expires_at),
+            limit,
+            self.prefix,
+        ]
+        await self._script("save_consent", keys, args)
 
     @_bounded
     async def take_consent(self, id_hash: str, now: float) -> PendingConsent | None:

@@ -32,6 +32,8 @@ from gateway.store.base import (
 )
 
 T = TypeVar("T")
+# Clients registered with an operator credential are never pruned or evicted.
+_UNTRUSTED = "COALESCE(json_extract(data, '$.trusted'), 0) = 0"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clients (
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     successor_hash TEXT, sealed_successor BLOB
 );
 CREATE INDEX IF NOT EXISTS refresh_family ON refresh_tokens (family);
+CREATE INDEX IF NOT EXISTS refresh_client ON refresh_tokens (client_id);
 CREATE TABLE IF NOT EXISTS revocations (
     kind TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (kind, value)
@@ -58,6 +61,7 @@ CREATE TABLE IF NOT EXISTS consents (
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS consents_expiry ON consents (expires_at);
 """
 
 REFRESH_COLUMNS = (
@@ -141,18 +145,38 @@ class SqliteStore:
         )
 
     async def delete_client(self, client_id: str) -> bool:
-        return await self._exec("DELETE FROM clients WHERE client_id = ?", (client_id,)) > 0
+        return await self._run(lambda: self._delete_client(client_id))
+
+    def _delete_client(self, client_id: str) -> bool:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM refresh_tokens WHERE client_id = ?", (client_id,))
+            return (
+                self.db.execute("DELETE FROM clients WHERE client_id = ?", (client_id,)).rowcount
+                > 0
+            )
 
     async def mark_client_used(self, client_id: str, now: float) -> None:
-        await self._exec(
-            "UPDATE clients SET last_used = ? WHERE client_id = ? AND last_used IS NULL",
-            (now, client_id),
-        )
+        await self._exec("UPDATE clients SET last_used = ? WHERE client_id = ?", (now, client_id))
 
     async def prune_unused_clients(self, issued_before: float) -> int:
         return await self._exec(
-            "DELETE FROM clients WHERE last_used IS NULL AND issued_at < ?", (issued_before,)
+            f"DELETE FROM clients WHERE last_used IS NULL AND issued_at < ? AND {_UNTRUSTED}",  # noqa: S608
+            (issued_before,),
         )
+
+    async def evict_client(self) -> str | None:
+        def evict() -> str | None:
+            row = self.db.execute(
+                f"SELECT client_id FROM clients WHERE {_UNTRUSTED} "  # noqa: S608
+                "ORDER BY COALESCE(last_used, issued_at) LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            self._delete_client(row[0])
+            return str(row[0])
+
+        return await self._run(evict)
 
     # codes
 
@@ -180,8 +204,21 @@ class SqliteStore:
 
     # refresh tokens
 
-    async def save_refresh(self, token: RefreshToken) -> None:
-        await self._run(lambda: self._insert_refresh(token))
+    async def save_refresh(self, token: RefreshToken) -> bool:
+        def save() -> bool:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                revoked = self.db.execute(
+                    "SELECT 1 FROM revocations WHERE kind = 'family' AND value = ? "
+                    "AND expires_at > ?",
+                    (token.family, token.issued_at),
+                ).fetchone()
+                if revoked is not None:
+                    return False
+                self._insert_refresh(token)
+                return True
+
+        return await self._run(save)
 
     def _insert_refresh(self, token: RefreshToken) -> None:
         self.db.execute(
@@ -250,12 +287,23 @@ class SqliteStore:
 
     # consents
 
-    async def save_consent(self, pending: PendingConsent) -> None:
+    async def save_consent(self, pending: PendingConsent, *, limit: int) -> None:
         data = json.dumps({k: v for k, v in vars(pending).items() if k != "id_hash"})
-        await self._exec(
-            "INSERT INTO consents (id_hash, data, expires_at) VALUES (?, ?, ?)",
-            (pending.id_hash, data, pending.expires_at),
-        )
+
+        def save() -> None:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute(
+                    "INSERT INTO consents (id_hash, data, expires_at) VALUES (?, ?, ?)",
+                    (pending.id_hash, data, pending.expires_at),
+                )
+                self.db.execute(
+                    "DELETE FROM consents WHERE id_hash IN (SELECT id_hash FROM consents "
+                    "ORDER BY expires_at DESC LIMIT -1 OFFSET ?)",
+                    (limit,),
+                )
+
+        await self._run(save)
 
     async def take_consent(self, id_hash: str, now: float) -> PendingConsent | None:
         row = await self._one(

@@ -62,6 +62,14 @@ class Harness:
         assert response.status_code == 201, response.text
         return dict(response.json())
 
+    async def register_as_operator(self, **metadata: Any) -> dict[str, Any]:
+        """A registration presenting MCP_API_KEY: may use client_credentials and admin."""
+        response = await self.http.post(
+            "/oauth/register", json=metadata, headers={"Authorization": f"Bearer {API_KEY}"}
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
     async def public_client(self, **extra: Any) -> dict[str, Any]:
         return await self.register(
             client_name="Claude Code",

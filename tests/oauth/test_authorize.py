@@ -81,7 +81,7 @@ async def test_a1_other_errors_redirect_with_error_state_and_iss(
 async def test_a1_client_without_authorization_code_grant_is_unauthorized_client(
     harness: Harness,
 ) -> None:
-    client = await harness.register(
+    client = await harness.register_as_operator(
         redirect_uris=["https://m.example/cb"],
         grant_types=["client_credentials"],
         response_types=[],

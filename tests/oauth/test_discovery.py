@@ -75,11 +75,16 @@ async def test_d2_options_preflight_answers_with_cors(harness: Harness, path: st
 
 
 @pytest.mark.parametrize(
-    "path", ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"]
+    ("path", "resource"),
+    [
+        # RFC 9728 §3.3: `resource` is the URL the well-known path was derived from.
+        ("/.well-known/oauth-protected-resource", ISSUER),
+        ("/.well-known/oauth-protected-resource/mcp", f"{ISSUER}/mcp"),
+    ],
 )
-async def test_d4_protected_resource_metadata(harness: Harness, path: str) -> None:
+async def test_d4_protected_resource_metadata(harness: Harness, path: str, resource: str) -> None:
     doc = (await harness.http.get(path)).json()
-    assert doc["resource"] == f"{ISSUER}/mcp"
+    assert doc["resource"] == resource
     assert doc["authorization_servers"] == [ISSUER]
     assert doc["bearer_methods_supported"] == ["header"]
     assert "offline_access" not in doc["scopes_supported"]

@@ -11,8 +11,14 @@ from tests.oauth.conftest import API_KEY, ISSUER, LOOPBACK_CB, Harness, basic
 pytestmark = pytest.mark.anyio
 
 
-async def test_r1_seed_debug_call_registers_a_client_credentials_client(harness: Harness) -> None:
-    """Documented choice: no redirect_uris → confidential, client_credentials only."""
+async def test_r1_seed_debug_call_registers_a_client_that_cannot_get_a_token_alone(
+    harness: Harness,
+) -> None:
+    """Documented choice (security review #1): an open registration without
+    redirect_uris answers 201 with grant_types [] and a secret, and no token can be
+    obtained with it: client_credentials skips consent, so it is for operator-registered
+    clients only. An RFC 7592 update adding redirect_uris makes it a consent-based
+    client; it never gains client_credentials."""
     response = await harness.http.post(
         "/oauth/register",
         content=b'{"client_name": "Test Client"}',
@@ -22,18 +28,89 @@ async def test_r1_seed_debug_call_registers_a_client_credentials_client(harness:
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert body["client_name"] == "Test Client"
-    assert body["grant_types"] == ["client_credentials"]
+    assert body["grant_types"] == []
+    assert body["response_types"] == []
     assert body["token_endpoint_auth_method"] == "client_secret_basic"
     assert body["client_secret"]
     assert body["client_secret_expires_at"] == 0
     assert isinstance(body["client_id_issued_at"], int)
+    credentials = basic(body["client_id"], body["client_secret"])
+    for form in (
+        {"grant_type": "client_credentials"},
+        {"grant_type": "client_credentials", "scope": "admin"},
+        {"grant_type": "refresh_token", "refresh_token": "x"},
+    ):
+        token = await harness.http.post("/oauth/token", data=form, headers=credentials)
+        assert token.status_code == 400
+        assert token.json()["error"] == "unauthorized_client"
+    authorize = await harness.authorize(body["client_id"])
+    assert authorize.status_code == 400
+    auth = {"Authorization": f"Bearer {body['registration_access_token']}"}
+    widened = {**body, "grant_types": ["client_credentials"]}
+    put = await harness.http.put(body["registration_client_uri"], json=widened, headers=auth)
+    assert put.json()["error"] == "invalid_client_metadata"
+    completed = {"client_id": body["client_id"], "redirect_uris": ["https://t.example/cb"]}
+    put = await harness.http.put(body["registration_client_uri"], json=completed, headers=auth)
+    assert put.status_code == 200
+    assert put.json()["grant_types"] == ["authorization_code", "refresh_token"]
     token = await harness.http.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, headers=credentials
+    )
+    assert token.json()["error"] == "unauthorized_client"
+
+
+@pytest.mark.parametrize("credential", [API_KEY, "initial-access-token"])
+async def test_r1_operator_registration_may_use_client_credentials_and_admin(
+    make_harness: Any, credential: str
+) -> None:
+    """MCP_API_KEY or the initial access token as Bearer: operators provision machine
+    clients this way (T6)."""
+    h = await make_harness(dcr_registration_key="initial-access-token")
+    response = await h.http.post(
+        "/oauth/register",
+        json={"client_name": "backup job", "scope": "read write admin"},
+        headers={"Authorization": f"Bearer {credential}"},
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["grant_types"] == ["client_credentials"]
+    assert body["scope"] == "read write admin"
+    token = await h.http.post(
         "/oauth/token",
-        data={"grant_type": "client_credentials"},
+        data={"grant_type": "client_credentials", "scope": "admin"},
         headers=basic(body["client_id"], body["client_secret"]),
     )
     assert token.status_code == 200
-    assert token.json()["scope"] == "read write"
+    assert token.json()["scope"] == "admin"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ({"grant_types": ["client_credentials"]}, "invalid_client_metadata"),
+        (
+            {
+                "redirect_uris": [LOOPBACK_CB],
+                "grant_types": ["authorization_code", "client_credentials"],
+                "response_types": ["code"],
+            },
+            "invalid_client_metadata",
+        ),
+        ({"scope": "admin"}, "invalid_client_metadata"),
+    ],
+)
+async def test_r1_open_registration_refuses_client_credentials_and_admin(
+    harness: Harness, metadata: dict[str, Any], error: str
+) -> None:
+    response = await harness.http.post("/oauth/register", json=metadata)
+    assert response.status_code == 400
+    assert response.json()["error"] == error
+
+
+async def test_r1_a5_open_registration_drops_admin_from_its_scope(harness: Harness) -> None:
+    """RFC 7591 §3.2.1: the server may replace a requested value; the response says so."""
+    body = await harness.public_client(scope="read write admin")
+    assert body["scope"] == "read write"
 
 
 async def test_r1_public_client_gets_no_secret_and_metadata_is_echoed(harness: Harness) -> None:
@@ -70,7 +147,10 @@ async def test_r1_public_client_gets_no_secret_and_metadata_is_echoed(harness: H
         ({"redirect_uris": [LOOPBACK_CB], "grant_types": ["implicit"]}, "invalid_client_metadata"),
         ({"redirect_uris": [LOOPBACK_CB], "response_types": ["token"]}, "invalid_client_metadata"),
         ({"redirect_uris": [LOOPBACK_CB], "scope": "read root"}, "invalid_client_metadata"),
-        ({"token_endpoint_auth_method": "none"}, "invalid_client_metadata"),
+        (
+            {"token_endpoint_auth_method": "none", "grant_types": ["client_credentials"]},
+            "invalid_client_metadata",
+        ),
         ({"client_name": 42}, "invalid_client_metadata"),
     ],
 )
@@ -174,23 +254,55 @@ async def test_r5_registration_rate_limited_per_address(make_harness: Any) -> No
     assert (await h.http.post("/oauth/register", json={"client_name": "x"})).status_code == 201
 
 
-async def test_r5_flood_cannot_exhaust_storage_but_stale_unused_clients_make_room(
+async def test_r5_full_registry_evicts_least_recently_used_open_client_never_operator_ones(
     make_harness: Any,
 ) -> None:
+    """Security review #6: a full registry no longer answers 503 forever; the open
+    client used least recently goes (not simply the oldest), operator ones stay."""
+    h = await make_harness(max_clients=3)
+    operator = await h.register_as_operator(client_name="operator")
+    first = await h.public_client()
+    h.clock.now += 10
+    second = await h.public_client()
+    h.clock.now += 10
+    code, verifier = await h.code_for(first["client_id"])
+    assert (await h.exchange(first["client_id"], code, verifier)).status_code == 200
+    h.clock.now += 10
+    third = await h.http.post("/oauth/register", json={"client_name": "third"})
+    assert third.status_code == 201
+    key = {"Authorization": f"Bearer {API_KEY}"}
+
+    async def exists(client: dict[str, Any]) -> bool:
+        info = await h.http.get(f"/oauth/clients/{client['client_id']}", headers=key)
+        return info.status_code == 200
+
+    assert not await exists(second)
+    assert await exists(first)
+    assert await exists(operator)
+    for _ in range(3):
+        assert (await h.http.post("/oauth/register", json={"client_name": "x"})).status_code == 201
+    assert await exists(operator)
+
+
+async def test_r5_registry_full_of_operator_clients_is_503(make_harness: Any) -> None:
     h = await make_harness(max_clients=2)
-    used = await h.register(client_name="used")
-    await h.register(client_name="unused")
-    full = await h.http.post("/oauth/register", json={"client_name": "third"})
+    await h.register_as_operator(client_name="a")
+    await h.register_as_operator(client_name="b")
+    full = await h.http.post("/oauth/register", json={"client_name": "c"})
     assert full.status_code == 503
-    token = await h.http.post(
-        "/oauth/token",
-        data={"grant_type": "client_credentials"},
-        headers=basic(used["client_id"], used["client_secret"]),
-    )
-    assert token.status_code == 200
+    assert full.json()["error"] == "temporarily_unavailable"
+
+
+async def test_r5_stale_unused_open_clients_make_room_first(make_harness: Any) -> None:
+    h = await make_harness(max_clients=2)
+    operator = await h.register_as_operator(client_name="never used, kept")
+    await h.register(client_name="never used")
     h.clock.now += 2 * 3600
-    assert (await h.http.post("/oauth/register", json={"client_name": "third"})).status_code == 201
-    assert (await h.http.post("/oauth/register", json={"client_name": "fourth"})).status_code == 503
+    assert (await h.http.post("/oauth/register", json={"client_name": "new"})).status_code == 201
+    info = await h.http.get(
+        f"/oauth/clients/{operator['client_id']}", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert info.status_code == 200
 
 
 async def test_413_oversized_registration_body(make_harness: Any) -> None:

@@ -110,9 +110,9 @@ async def test_t7_introspection_active_then_exactly_inactive(harness: Harness) -
         assert gone.json() == {"active": False}
 
 
-async def test_t7_confidential_client_may_introspect(harness: Harness) -> None:
+async def test_t7_operator_registered_client_may_introspect(harness: Harness) -> None:
     _, tokens = await offline_tokens(harness)
-    rs = await harness.register(client_name="resource server")
+    rs = await harness.register_as_operator(client_name="resource server")
     response = await harness.http.post(
         "/oauth/introspect",
         data={"token": tokens["access_token"]},

@@ -136,7 +136,9 @@ def test_a5_requested_scopes_intersect_client_allowed(
     ("requested", "registered", "granted"),
     [
         ("read write", {"read"}, {"read", "write"}),
-        ("admin", {"read"}, {"admin"}),
+        ("read write offline_access", {"read"}, {"read", "write", "offline_access"}),
+        ("admin", {"read", "admin"}, {"admin"}),
+        ("read admin", {"read"}, {"read"}),
         (None, {"read", "offline_access"}, {"read", "offline_access"}),
         ("", {"read"}, {"read"}),
     ],
@@ -147,7 +149,10 @@ def test_a5_d6_delegated_grant_is_what_was_consented(
     assert consented_scopes(requested, frozenset(registered)) == granted
 
 
-@pytest.mark.parametrize(("requested", "registered"), [("read superuser", {"read"}), ("", set())])
+@pytest.mark.parametrize(
+    ("requested", "registered"),
+    [("read superuser", {"read"}), ("", set()), ("admin", {"read", "write"})],
+)
 def test_a5_delegated_grant_refuses_unknown_or_empty_scope(
     requested: str, registered: set[str]
 ) -> None:

@@ -103,10 +103,10 @@ async def test_t7_family_delete_and_revocation_listing(store: Store) -> None:
 
 async def test_a6_pending_consent_taken_once_and_expires(store: Store) -> None:
     pending = PendingConsent("p", "c", "http://127.0.0.1/cb", False, None, None, "read", "r", 100)
-    await store.save_consent(pending)
+    await store.save_consent(pending, limit=10)
     assert await store.take_consent("p", now=50) == pending
     assert await store.take_consent("p", now=50) is None
-    await store.save_consent(PendingConsent(**{**vars(pending), "id_hash": "q"}))
+    await store.save_consent(PendingConsent(**{**vars(pending), "id_hash": "q"}), limit=10)
     assert await store.take_consent("q", now=150) is None
 
 

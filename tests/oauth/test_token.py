@@ -98,7 +98,7 @@ async def test_t1_t2_invalid_client_401_with_basic_challenge(harness: Harness) -
 
 
 async def test_t1_client_secret_post_and_percent_encoded_basic(harness: Harness) -> None:
-    client = await harness.register(client_name="m")
+    client = await harness.register_as_operator(client_name="m")
     post = await harness.http.post(
         "/oauth/token",
         data={
@@ -299,7 +299,7 @@ async def test_t5_refresh_token_bound_to_client(harness: Harness) -> None:
 
 
 async def test_t6_client_credentials_subject_is_client_and_scope_limited(harness: Harness) -> None:
-    client = await harness.register(client_name="svc", scope="read")
+    client = await harness.register_as_operator(client_name="svc", scope="read")
     ok = await harness.http.post(
         "/oauth/token",
         data={"grant_type": "client_credentials", "scope": "read"},
