@@ -122,3 +122,56 @@ async def test_prune_keeps_used_codes_for_replay_detection(store: Store) -> None
     await store.prune(now=4000)
     assert await store.redeem_code("fresh") is not None
     assert await store.redeem_code("ancient") is None
+
+
+async def test_t4_no_refresh_token_is_saved_into_a_revoked_family(store: Store) -> None:
+    """Review #11: a code replay revoking the family while the first exchange is still
+    saving its refresh token must win, whatever the order the replicas ran in."""
+    await store.add_revocation(Revocation("family", "fam", 500.0))
+    assert not await store.save_refresh(refresh("late"))
+    assert await store.get_refresh("late") is None
+    assert await store.save_refresh(refresh("other", family="fam2"))
+
+
+async def test_r4_deleting_a_client_drops_its_refresh_tokens(store: Store) -> None:
+    assert await store.add_client(Client("c", (), "client_secret_basic"), limit=10)
+    assert await store.save_refresh(refresh("t1"))
+    assert await store.save_refresh(refresh("t2", family="fam2"))
+    assert await store.delete_client("c")
+    assert await store.get_refresh("t1") is None
+    assert await store.get_refresh("t2") is None
+
+
+async def test_r5_eviction_takes_the_least_recently_used_open_client(store: Store) -> None:
+    operator = Client("op", (), "client_secret_basic", client_id_issued_at=1, trusted=True)
+    assert await store.add_client(operator, limit=10)
+    for cid, issued in (("a", 10), ("b", 20)):
+        assert await store.add_client(Client(cid, (), "none", client_id_issued_at=issued), limit=10)
+    await store.mark_client_used("a", 30.0)
+    b_token = RefreshToken("b-token", "b-fam", "b", "user", "read", "https://gw/mcp", 0.0, 1e3)
+    assert await store.save_refresh(b_token)
+    assert await store.evict_client() == "b"
+    assert await store.get_refresh("b-token") is None
+    assert await store.evict_client() == "a"
+    assert await store.evict_client() is None
+    assert await store.get_client("op") == operator
+
+
+async def test_r5_operator_clients_are_never_pruned_as_unused(store: Store) -> None:
+    operator = Client("op", (), "client_secret_basic", client_id_issued_at=1, trusted=True)
+    assert await store.add_client(operator, limit=10)
+    assert await store.add_client(Client("anon", (), "none", client_id_issued_at=1), limit=10)
+    assert await store.prune_unused_clients(issued_before=100) == 1
+    assert await store.get_client("op") == operator
+    assert await store.get_client("anon") is None
+
+
+async def test_a6_pending_consents_are_capped_dropping_the_soonest_to_expire(store: Store) -> None:
+    base = PendingConsent("p", "c", "http://127.0.0.1/cb", False, None, None, "read", "r", 100)
+    for name, expires in (("old", 100.0), ("mid", 200.0), ("new", 300.0)):
+        await store.save_consent(
+            PendingConsent(**{**vars(base), "id_hash": name, "expires_at": expires}), limit=2
+        )
+    assert await store.take_consent("old", now=50) is None
+    assert await store.take_consent("mid", now=50) is not None
+    assert await store.take_consent("new", now=50) is not None
