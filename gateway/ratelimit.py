@@ -68,3 +68,52 @@ class RateLimiter:
         count = await self.counters.increment(f"{bucket}:{key}:{window}", window_end)
         if count > self.per_minute:
             raise TooManyRequests(int(window_end - now) + 1)
+
+
+class FailureCounter:
+    """Failed credentials per address, in memory, on the proxy (guessing MCP_API_KEY or
+    tokens): past `per_minute` failures in a window, the address gets 429 until it ends.
+
+    Kept per process: it needs no I/O on the hot path, and a guesser spread over
+    replicas is still slowed by each. Bounded: the oldest addresses are forgotten first.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = 10_000,
+    ) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self.capacity = capacity
+        self._windows: dict[str, tuple[int, int]] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether any address has failed lately: the hot path checks nothing otherwise."""
+        return bool(self._windows)
+
+    def retry_after(self, key: str) -> int | None:
+        """Seconds until `key` may try again, or None when it may now."""
+        window, count = self._windows.get(key, (-1, 0))
+        now = self.clock()
+        if count <= self.per_minute or window != int(now // WINDOW_SECONDS):
+            return None
+        return int((window + 1) * WINDOW_SECONDS - now) + 1
+
+    def record(self, key: str) -> None:
+        if self.per_minute <= 0:
+            return
+        window = int(self.clock() // WINDOW_SECONDS)
+        seen, count = self._windows.pop(key, (window, 0))
+        self._windows[key] = (window, count + 1 if seen == window else 1)
+        if len(self._windows) > self.capacity:
+            self._windows.pop(next(iter(self._windows)))
+        self._forget_old(window)
+
+    def _forget_old(self, window: int) -> None:
+        stale = [k for k, (w, _) in list(self._windows.items())[:8] if w < window]
+        for key in stale:
+            del self._windows[key]

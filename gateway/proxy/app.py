@@ -11,7 +11,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway import cors
-from gateway.errors import InvalidRequest, OAuthError, PayloadTooLarge
+from gateway.errors import (
+    InvalidRequest,
+    InvalidToken,
+    OAuthError,
+    PayloadTooLarge,
+    TooManyRequests,
+)
 from gateway.principal import Principal
 from gateway.proxy.errors import ClientGone
 from gateway.proxy.forward import Forwarder, Outgoing
@@ -27,6 +33,7 @@ from gateway.proxy.paths import canonical_path
 from gateway.proxy.ports import Authenticator, Challenges, Decision, Header, Policy
 from gateway.proxy.replies import send_error, send_raw
 from gateway.proxy.upstream import UpstreamPool
+from gateway.ratelimit import FailureCounter, client_address, limit_key
 from gateway.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -68,6 +75,7 @@ class ProxyApp:
         self.policy = policy
         self.max_inspected_body = max_inspected_body
         self.trusted = parse_networks(settings.trusted_proxies)
+        self.failures = FailureCounter(settings.rate_limit_per_minute)
         self.proto = b"https" if settings.https_enabled else b"http"
         self.identity = IdentityCache()
         self.request_ids = RequestIds()
@@ -99,7 +107,7 @@ class ProxyApp:
         if decision is None:
             raise Denied(self.challenges.denied())
         query: bytes = scope.get("query_string", b"")
-        principal = None if decision.public else self._authenticate(decision, found, query)
+        principal = None if decision.public else self._authenticate(scope, decision, found, query)
         body: bytes | None = None
         if not found.has_body:
             body = b""
@@ -117,11 +125,19 @@ class ProxyApp:
         outgoing = Outgoing(method, target, headers, body, found.content_length, cors_headers)
         await self.forward(outgoing, receive, send)
 
-    def _authenticate(self, decision: Decision, found: _Found, query: bytes) -> Principal:
+    def _authenticate(
+        self, scope: Scope, decision: Decision, found: _Found, query: bytes
+    ) -> Principal:
+        address = self._failures_key(scope) if self.failures.active else None
+        if address is not None and (wait := self.failures.retry_after(address)) is not None:
+            raise TooManyRequests(wait, "too many failed credentials from this address")
         try:
             principal = self.authenticator.authenticate(
                 found.authorization, found.api_key, query=query
             )
+        except InvalidToken as exc:
+            self.failures.record(address or self._failures_key(scope))
+            raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
         except OAuthError as exc:
             raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
         if principal is None:
@@ -129,6 +145,16 @@ class ProxyApp:
         if not decision.scopes <= principal.scopes:
             raise Denied(self.challenges.forbidden(decision.scopes))
         return principal
+
+    def _failures_key(self, scope: Scope) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        forwarded = [
+            value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name == b"x-forwarded-for"
+        ]
+        return limit_key(client_address(peer, forwarded, self.trusted))
 
     def _check_tools(self, decision: Decision, principal: Principal, body: bytes) -> None:
         try:
