@@ -39,19 +39,24 @@ query+="&redirect_uri=$(python3 -c 'import sys,urllib.parse as u; print(u.quote(
 location=$("${CURL[@]}" -o /dev/null -w '%{redirect_url}' "$BASE/oauth/authorize?$query")
 if [ -z "$location" ] && [ -n "${API_KEY:-}" ]; then
   page=$("${CURL[@]}" "$BASE/oauth/authorize?$query")
-  fields=$(python3 - "$page" <<'PY'
+  form=$(python3 - "$page" <<'PY'
 import html.parser, sys, urllib.parse
 class Form(html.parser.HTMLParser):
-    fields = {}
+    action, fields = None, {}
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if tag == "form" and self.action is None:
+            self.action = a.get("action") or ""
         if tag == "input" and a.get("type") == "hidden":
             self.fields[a["name"]] = a.get("value") or ""
 form = Form(); form.feed(sys.argv[1])
+print(form.action or "")
 print(urllib.parse.urlencode(form.fields))
 PY
 )
-  location=$("${CURL[@]}" -o /dev/null -w '%{redirect_url}' -X POST "$BASE/oauth/authorize" \
+  action=$(sed -n 1p <<<"$form"); fields=$(sed -n 2p <<<"$form")
+  [ -n "$action" ] || fail "the authorize page has no consent form"
+  location=$("${CURL[@]}" -o /dev/null -w '%{redirect_url}' -X POST "$BASE$action" \
     --data "$fields" --data-urlencode "api_key=$API_KEY" --data "decision=approve")
 fi
 [ -n "$location" ] || fail "authorize did not redirect (consent needed? set API_KEY)"
