@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HS256_SECRET = "bench-hs256-secret-that-is-long-enough-0123456789"
 
 
+REGISTRATION_KEY = "bench-registration-key-0123456789"
+
+
 def pinned(cpus: str | None, command: list[str]) -> list[str]:
     """`command` run under `taskset -c cpus` when pinning is on."""
     return ["taskset", "-c", cpus, *command] if cpus else command
@@ -43,6 +46,8 @@ def start_gateway(
         "MCP_GATEWAY_STATE_DIR": tempfile.mkdtemp(dir=state),
         "MCP_OAUTH_ISSUER": f"{scheme}://127.0.0.1:{port}",
         "MCP_GATEWAY_LOG_LEVEL": "WARNING",
+        # client_credentials clients are operator-registered (initial access token).
+        "MCP_DCR_REGISTRATION_KEY": REGISTRATION_KEY,
     }
     if hs256:
         env["MCP_OAUTH_SECRET_KEY"] = HS256_SECRET
@@ -69,6 +74,7 @@ def oauth_token(base_url: str, scope: str, verify: str | bool = True) -> str:
     with httpx.Client(base_url=base_url, verify=verify, timeout=10) as http:
         registered = http.post(
             "/oauth/register",
+            headers={"Authorization": f"Bearer {REGISTRATION_KEY}"},
             json={
                 "client_name": "bench",
                 "grant_types": ["client_credentials"],
