@@ -9,7 +9,7 @@ import uvloop
 from starlette.types import ASGIApp
 
 from gateway.app import create_app
-from gateway.http_protocol import CorkedHttpToolsProtocol
+from gateway.http_protocol import fast_proxy_protocol
 from gateway.settings import Settings
 from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn
 
@@ -26,12 +26,17 @@ def run(settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    app: ASGIApp = create_app(settings)
+    gateway = create_app(settings)
+    app: ASGIApp = gateway
     tls = None
+    https_headers: list[tuple[bytes, bytes]] = []
     if settings.https_enabled and settings.cert_file and settings.key_file:
         tls = ReloadingTLS(settings.cert_file, settings.key_file)
         if settings.hsts:
-            app = HSTSMiddleware(app)
+            hsts = HSTSMiddleware(app)
+            app, https_headers = hsts, [hsts.header]
+    # Bodyless proxied requests are served inside the protocol, the rest through `app`.
+    protocol = fast_proxy_protocol(gateway.proxy, gateway.proxies, https_headers=https_headers)
     if settings.consent == "auto" and not settings.issuer_is_loopback:
         log.warning(
             "MCP_OAUTH_CONSENT=auto approves every authorization request and the issuer %s "
@@ -45,7 +50,7 @@ async def serve(settings: Settings) -> None:
         settings.port,
         tls,
         redirect_port=settings.http_redirect_port if tls is not None else None,
-        http=CorkedHttpToolsProtocol,
+        http=protocol,
         loop="uvloop",
         lifespan="on",
         access_log=False,

@@ -20,7 +20,7 @@ from gateway.errors import (
 )
 from gateway.principal import Principal
 from gateway.proxy.errors import ClientGone
-from gateway.proxy.forward import Forwarder, Outgoing
+from gateway.proxy.forward import Client, Forwarder, Outgoing
 from gateway.proxy.headers import (
     Forwarding,
     IdentityCache,
@@ -31,7 +31,7 @@ from gateway.proxy.headers import (
 )
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.ports import Authenticator, Challenges, Decision, Header, Policy
-from gateway.proxy.replies import send_error, send_raw
+from gateway.proxy.replies import Answer, error_answer, raw_answer, send_answer
 from gateway.proxy.upstream import UpstreamPool
 from gateway.ratelimit import FailureCounter, client_address, limit_key
 from gateway.settings import Settings
@@ -81,62 +81,116 @@ class ProxyApp:
         self.request_ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = _scan(scope["headers"])
-        cors_headers = cors.response_headers(found.origin)
-        if found.origin is not None and cors.is_preflight(scope["method"], scope["headers"]):
-            await send_raw(send, cors.preflight_response(), [])
+        client = scope.get("client")
+        headers: list[Header] = scope["headers"]
+        request = _Request(
+            scope["method"],
+            scope.get("raw_path") or scope["path"].encode("utf-8"),
+            scope.get("query_string", b""),
+            headers,
+            client[0] if client else "",
+            scan(headers),
+        )
+        cors_headers = cors.response_headers(request.found.origin)
+        if (preflight := _preflight(request)) is not None:
+            await send_answer(send, preflight)
             return
         try:
-            await self._handle(scope, found, cors_headers, receive, send)
+            await self._handle(request, cors_headers, receive, send)
         except Denied as denied:
-            await send_raw(send, denied.reply, cors_headers)
+            await send_answer(send, raw_answer(denied.reply, cors_headers))
         except OAuthError as exc:
-            await send_error(send, exc, cors_headers)
+            await send_answer(send, error_answer(exc, cors_headers))
         except ClientGone:
             return
+
+    def start(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[Header],
+        peer: str,
+        found: Found,
+        client: Client,
+    ) -> None:
+        """The server protocol's fast path (gateway.http_protocol): the same pipeline
+        for a request without a body (`found = scan(headers)`, `found.has_body` false),
+        answered through `client`, the exchange started by `Forwarder.start`."""
+        request = _Request(method, raw_path, query, headers, peer, found)
+        cors_headers = cors.response_headers(found.origin)
+        if (preflight := _preflight(request)) is not None:
+            client.respond(*preflight)
+            return
+        try:
+            path, _, principal = self._admit(request)
+            outgoing = self._outgoing(request, path, principal, b"", cors_headers)
+        except Denied as denied:
+            client.respond(*raw_answer(denied.reply, cors_headers))
+            return
+        except OAuthError as exc:
+            client.respond(*error_answer(exc, cors_headers))
+            return
+        self.forward.start(outgoing, client)
 
     async def aclose(self) -> None:
         await self.pool.aclose()
 
     async def _handle(
-        self, scope: Scope, found: _Found, cors_headers: list[Header], receive: Receive, send: Send
+        self, request: _Request, cors_headers: list[Header], receive: Receive, send: Send
     ) -> None:
-        method: str = scope["method"]
-        path = canonical_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
-        decision = self.policy.match(method, path)
-        if decision is None:
-            raise Denied(self.challenges.denied())
-        query: bytes = scope.get("query_string", b"")
-        principal = None if decision.public else self._authenticate(scope, decision, found, query)
+        method, found = request.method, request.found
+        path, decision, principal = self._admit(request)
         body: bytes | None = None
         if not found.has_body:
             body = b""
         elif decision.inspect_jsonrpc and method == "POST" and principal is not None:
             body = await self._read_body(receive, found.content_length)
             self._check_tools(decision, principal, body)
+        outgoing = self._outgoing(request, path, principal, body, cors_headers)
+        await self.forward(outgoing, receive, send)
+
+    def _admit(self, request: _Request) -> tuple[str, Decision, Principal | None]:
+        """P2 canonical path, the policy's decision and, unless public, the principal
+        (D5/D6); raises Denied or OAuthError."""
+        path = canonical_path(request.raw_path)
+        decision = self.policy.match(request.method, path)
+        if decision is None:
+            raise Denied(self.challenges.denied())
+        principal = None if decision.public else self._authenticate(request, decision)
+        return path, decision, principal
+
+    def _outgoing(
+        self,
+        request: _Request,
+        path: str,
+        principal: Principal | None,
+        body: bytes | None,
+        cors_headers: list[Header],
+    ) -> Outgoing:
+        """The request as it goes upstream: same canonical path, P1/P6/J3 headers."""
+        query, found = request.query, request.found
         target = path.encode("ascii") + b"?" + query if query else path.encode("ascii")
         headers = request_headers(
-            scope["headers"],
+            request.headers,
             principal,
-            self._forwarding(scope, found),
+            self._forwarding(request.peer, found),
             identity=None if principal is None else self.identity(principal),
             new_id=self.request_ids,
         )
-        outgoing = Outgoing(method, target, headers, body, found.content_length, cors_headers)
-        await self.forward(outgoing, receive, send)
+        return Outgoing(request.method, target, headers, body, found.content_length, cors_headers)
 
-    def _authenticate(
-        self, scope: Scope, decision: Decision, found: _Found, query: bytes
-    ) -> Principal:
-        address = self._failures_key(scope) if self.failures.active else None
+    def _authenticate(self, request: _Request, decision: Decision) -> Principal:
+        found = request.found
+        address = self._failures_key(request) if self.failures.active else None
         if address is not None and (wait := self.failures.retry_after(address)) is not None:
             raise TooManyRequests(wait, "too many failed credentials from this address")
         try:
             principal = self.authenticator.authenticate(
-                found.authorization, found.api_key, query=query
+                found.authorization, found.api_key, query=request.query
             )
         except InvalidToken as exc:
-            self.failures.record(address or self._failures_key(scope))
+            self.failures.record(address or self._failures_key(request))
             raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
         except OAuthError as exc:
             raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
@@ -146,15 +200,11 @@ class ProxyApp:
             raise Denied(self.challenges.forbidden(decision.scopes))
         return principal
 
-    def _failures_key(self, scope: Scope) -> str:
-        client = scope.get("client")
-        peer = client[0] if client else ""
+    def _failures_key(self, request: _Request) -> str:
         forwarded = [
-            value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name == b"x-forwarded-for"
+            value.decode("latin-1") for name, value in request.headers if name == b"x-forwarded-for"
         ]
-        return limit_key(client_address(peer, forwarded, self.trusted))
+        return limit_key(client_address(request.peer, forwarded, self.trusted))
 
     def _check_tools(self, decision: Decision, principal: Principal, body: bytes) -> None:
         try:
@@ -181,14 +231,40 @@ class ProxyApp:
             if not message.get("more_body", False):
                 return b"".join(parts)
 
-    def _forwarding(self, scope: Scope, found: _Found) -> Forwarding:
-        client = scope.get("client")
-        peer = client[0] if client else ""
-        trusted = is_trusted(peer, self.trusted)
-        return Forwarding(peer.encode(), self.proto, found.host, trusted)
+    def _forwarding(self, peer: str, found: Found) -> Forwarding:
+        return Forwarding(peer.encode(), self.proto, found.host, is_trusted(peer, self.trusted))
 
 
-class _Found:
+def _preflight(request: _Request) -> Answer | None:
+    """P5: a CORS preflight is answered here, without credentials."""
+    if request.found.origin is not None and cors.is_preflight(request.method, request.headers):
+        return raw_answer(cors.preflight_response(), [])
+    return None
+
+
+class _Request:
+    """The parts of one request the pipeline reads (a slotted class: built per request)."""
+
+    __slots__ = ("found", "headers", "method", "peer", "query", "raw_path")
+
+    def __init__(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[Header],
+        peer: str,
+        found: Found,
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.query = query
+        self.headers = headers
+        self.peer = peer
+        self.found = found
+
+
+class Found:
     """The few request headers the pipeline reads, found in one pass."""
 
     __slots__ = ("api_key", "authorization", "content_length", "has_body", "host", "origin")
@@ -202,8 +278,8 @@ class _Found:
         self.has_body = False
 
 
-def _scan(headers: list[Header]) -> _Found:
-    found = _Found()
+def scan(headers: list[Header]) -> Found:
+    found = Found()
     for name, value in headers:
         if name == b"authorization":
             found.authorization = value

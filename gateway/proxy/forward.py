@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from gateway.errors import OAuthError
-from gateway.proxy.errors import ClientGone, StaleConnection
+from gateway.proxy.errors import ClientGone, GatewayTimeout, StaleConnection
 from gateway.proxy.headers import response_headers
-from gateway.proxy.upstream import UpstreamConnection, UpstreamPool
+from gateway.proxy.replies import error_answer, send_answer
+from gateway.proxy.upstream import NO_ANSWER, UpstreamConnection, UpstreamPool
 
 Header = tuple[bytes, bytes]
 Message = MutableMapping[str, Any]
@@ -56,6 +58,27 @@ class Outgoing:
         self.response_extra = response_extra if response_extra is not None else []
 
 
+class Client(Protocol):
+    """The client side of an exchange started by `Forwarder.start` (the server protocol's
+    fast path: gateway.http_protocol.FastExchange)."""
+
+    def writable(self) -> bool:
+        """The connection is open and its write buffer is not over the high-water mark."""
+        ...
+
+    def respond(self, status: int, headers: list[Header], body: bytes) -> None:
+        """Write a whole response now."""
+        ...
+
+    def relay(self, run: Callable[[Receive, Send], Awaitable[None]]) -> None:
+        """Continue on the coroutine path: `run(receive, send)` in a task."""
+        ...
+
+    def on_gone(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` if the client disconnects (None: no longer)."""
+        ...
+
+
 class Forwarder:
     def __init__(
         self, pool: UpstreamPool, *, host: bytes, header_timeout: float, idle_timeout: float
@@ -65,9 +88,18 @@ class Forwarder:
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
 
-    async def __call__(self, request: Outgoing, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self,
+        request: Outgoing,
+        receive: Receive,
+        send: Send,
+        conn: UpstreamConnection | None = None,
+    ) -> None:
+        """The exchange; `conn` is a connection whose response head has already been
+        read for this request (the fast path hands over a streamed response so)."""
         gone = asyncio.Event()
-        conn = await self._exchange(request, receive, gone)
+        if conn is None:
+            conn = await self._exchange(request, receive, gone)
         watcher: asyncio.Task[None] | None = None
         try:
             if request.method == "HEAD":
@@ -97,6 +129,39 @@ class Forwarder:
                 watcher.cancel()
         self.pool.release(conn)
 
+    def start(self, request: Outgoing, client: Client) -> None:
+        """The same exchange without a coroutine while it stays simple (PERF.md): a
+        request with its body in hand, an idle keep-alive connection, and a response that
+        is complete when its head arrives and the client can take it at once. Anything
+        else (a new connection, a streamed or slow body, a stale connection to retry, a
+        slow client) continues on the coroutine path, `relay`, from where it is."""
+        conn = self.pool.take() if request.body is not None else None
+        if conn is None:
+            client.relay(partial(self.relay, request))
+            return
+        try:
+            conn.write_now(self._whole(request, request.body or b""))
+        except OAuthError:
+            conn.close()
+            client.relay(partial(self.relay, request))
+            return
+        Waiting(self, conn, request, client)
+
+    async def relay(
+        self,
+        request: Outgoing,
+        receive: Receive,
+        send: Send,
+        conn: UpstreamConnection | None = None,
+    ) -> None:
+        """The exchange on the coroutine path, answering upstream failures (P4) itself."""
+        try:
+            await self(request, receive, send, conn)
+        except OAuthError as exc:
+            await send_answer(send, error_answer(exc, request.response_extra))
+        except ClientGone:
+            return
+
     async def _exchange(
         self, request: Outgoing, receive: Receive, gone: asyncio.Event
     ) -> UpstreamConnection:
@@ -124,16 +189,10 @@ class Forwarder:
     async def _send_request(
         self, conn: UpstreamConnection, request: Outgoing, receive: Receive
     ) -> None:
-        lines = [request.method.encode("ascii"), b" ", request.target, b" HTTP/1.1\r\n"]
-        lines.append(self.host_line)
-        for name, value in request.headers:
-            lines += (name, b": ", value, _CRLF)
         if request.body is not None:
-            if request.body or request.method in ("POST", "PUT", "PATCH"):
-                lines += (b"content-length: ", str(len(request.body)).encode(), _CRLF)
-            lines += (_CRLF, request.body)
-            await conn.write(b"".join(lines))
+            await conn.write(self._whole(request, request.body))
             return
+        lines = self._head_lines(request)
         chunked = request.content_length is None
         if chunked:
             lines.append(b"transfer-encoding: chunked\r\n\r\n")
@@ -141,6 +200,21 @@ class Forwarder:
             lines += (b"content-length: ", request.content_length or b"0", b"\r\n\r\n")
         await conn.write(b"".join(lines))
         await self._send_body(conn, receive, chunked)
+
+    def _head_lines(self, request: Outgoing) -> list[bytes]:
+        lines = [request.method.encode("ascii"), b" ", request.target, b" HTTP/1.1\r\n"]
+        lines.append(self.host_line)
+        for name, value in request.headers:
+            lines += (name, b": ", value, _CRLF)
+        return lines
+
+    def _whole(self, request: Outgoing, body: bytes) -> bytes:
+        """The request with a body known in full, as bytes."""
+        lines = self._head_lines(request)
+        if body or request.method in ("POST", "PUT", "PATCH"):
+            lines += (b"content-length: ", str(len(body)).encode(), _CRLF)
+        lines += (_CRLF, body)
+        return b"".join(lines)
 
     async def _send_body(self, conn: UpstreamConnection, receive: Receive, chunked: bool) -> None:
         while True:
@@ -203,3 +277,61 @@ async def _watch(receive: Receive, conn: UpstreamConnection, gone: asyncio.Event
             gone.set()
             conn.close()
             return
+
+
+class Waiting:
+    """A fast-path request waiting for its response head: woken by the upstream
+    connection's events (its `listener`), the header timeout or the client leaving."""
+
+    __slots__ = ("client", "conn", "forward", "request", "timer")
+
+    def __init__(
+        self, forward: Forwarder, conn: UpstreamConnection, request: Outgoing, client: Client
+    ) -> None:
+        self.forward = forward
+        self.conn = conn
+        self.request = request
+        self.client = client
+        conn.listener = self.on_upstream
+        client.on_gone(self.abandon)
+        self.timer = conn.loop.call_later(forward.header_timeout, self.expire)
+
+    def _detach(self) -> None:
+        self.conn.listener = None
+        self.client.on_gone(None)
+        self.timer.cancel()
+
+    def on_upstream(self) -> None:
+        conn, request = self.conn, self.request
+        if not conn.head_done:
+            failure = conn.failure()
+            if failure is None:
+                return  # part of a head: wait for the rest
+            self._detach()
+            conn.close()
+            if isinstance(failure, StaleConnection) and request.method in IDEMPOTENT:
+                self.client.relay(partial(self.forward.relay, request))  # a fresh try
+            else:
+                self.client.respond(*error_answer(failure, request.response_extra))
+            return
+        self._detach()
+        if request.method == "HEAD":
+            conn.end_without_body()
+        if not conn.done or not self.client.writable():
+            self.client.relay(partial(self.forward.relay, request, conn=conn))
+            return
+        headers = response_headers(conn.headers) + request.response_extra
+        body = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
+        conn.chunks = []
+        self.client.respond(conn.status, headers, body)
+        self.forward.pool.release(conn)
+
+    def expire(self) -> None:
+        self._detach()
+        self.conn.close()
+        self.client.respond(*error_answer(GatewayTimeout(NO_ANSWER), self.request.response_extra))
+
+    def abandon(self) -> None:
+        """The client left: the upstream sees it too (the connection is aborted)."""
+        self._detach()
+        self.conn.close()

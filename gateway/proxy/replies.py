@@ -1,4 +1,6 @@
-"""Raw ASGI responses for the answers the proxy gives itself (no Starlette objects)."""
+"""The answers the proxy gives itself, as plain (status, headers, body) triples, and raw
+ASGI senders for them (no Starlette objects). The server protocol's fast path writes
+the same triples straight to the connection."""
 
 from __future__ import annotations
 
@@ -10,22 +12,38 @@ from gateway.errors import NO_STORE, OAuthError
 from gateway.proxy.ports import Header, Reply
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Answer = tuple[int, list[Header], bytes]
 _NO_STORE = [(k.lower().encode(), v.encode()) for k, v in NO_STORE.items()]
 
 
-async def send_reply(send: Send, status: int, headers: list[Header], body: bytes) -> None:
+def framed(status: int, headers: list[Header], body: bytes) -> Answer:
+    """The answer with a Content-Length header (added unless present)."""
     if not any(name.lower() == b"content-length" for name, _ in headers):
         headers = [*headers, (b"content-length", str(len(body)).encode())]
+    return status, headers, body
+
+
+def raw_answer(reply: Reply, extra: list[Header]) -> Answer:
+    return framed(reply.status, [*reply.headers, *extra], reply.body)
+
+
+def error_answer(exc: OAuthError, extra: list[Header]) -> Answer:
+    """An OAuthError as RFC JSON (the same shape as the authorization server's)."""
+    body = json.dumps(exc.body()).encode()
+    headers = [(b"content-type", b"application/json"), *_NO_STORE]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    return framed(exc.status_code, [*headers, *extra], body)
+
+
+async def send_answer(send: Send, answer: Answer) -> None:
+    status, headers, body = answer
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 async def send_raw(send: Send, reply: Reply, extra: list[Header]) -> None:
-    await send_reply(send, reply.status, [*reply.headers, *extra], reply.body)
+    await send_answer(send, raw_answer(reply, extra))
 
 
 async def send_error(send: Send, exc: OAuthError, extra: list[Header]) -> None:
-    body = json.dumps(exc.body()).encode()
-    headers = [(b"content-type", b"application/json"), *_NO_STORE]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    await send_reply(send, exc.status_code, [*headers, *extra], body)
+    await send_answer(send, error_answer(exc, extra))

@@ -8,6 +8,7 @@ to a single origin, so a LIFO list of idle keep-alive connections is the whole p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httptools
 
@@ -18,6 +19,7 @@ READ_SIZE = 64 * 1024
 # uvicorn closes idle keep-alive connections after 5 s; reusing one at that moment races
 # with its FIN, so idle connections are retired a little earlier.
 DEFAULT_IDLE_LIFETIME = 4.0
+NO_ANSWER = "the upstream did not answer in time"
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -41,6 +43,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.drained: asyncio.Future[None] | None = None
         self.write_paused = False
         self.read_paused = False
+        # Called (besides waking a coroutine) on every data, end or error event while
+        # set: the protocol fast path waits for a response this way (forward.Waiting).
+        self.listener: Callable[[], None] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -53,6 +58,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self.delimited = False
         self.buffered = 0
+        self.listener = None
         if self.read_paused and self.transport is not None:
             self.read_paused = False
             self.transport.resume_reading()
@@ -129,9 +135,15 @@ class UpstreamConnection(asyncio.Protocol):
             if self.closed:
                 raise self._closed("upstream connection failed while sending")
 
+    def write_now(self, data: bytes) -> None:
+        """Write without waiting for the buffer to drain (a request head: small)."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise self._closed("upstream connection failed while sending")
+        self.transport.write(data)
+
     async def read_head(self, seconds: float) -> None:
         while not self.head_done:
-            await self._wait(seconds, "the upstream did not answer in time")
+            await self._wait(seconds, NO_ANSWER)
 
     async def body(self, idle_timeout: float) -> list[bytes]:
         """The body chunks parsed so far, waiting up to idle_timeout for at least one."""
@@ -172,6 +184,16 @@ class UpstreamConnection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.listener is not None:
+            self.listener()
+
+    def failure(self) -> BadGateway | None:
+        """Why no response can come any more (what `_wait` would raise), or None."""
+        if self.error is not None:
+            return self.error
+        if self.closed or self.eof:
+            return self._closed("the upstream closed the connection")
+        return None
 
     def _closed(self, message: str) -> BadGateway:
         if self.reused and not self.received:
@@ -217,6 +239,11 @@ class UpstreamPool:
         self._idle: list[UpstreamConnection] = []
 
     async def acquire(self) -> UpstreamConnection:
+        conn = self.take()
+        return conn if conn is not None else await self.connect()
+
+    def take(self) -> UpstreamConnection | None:
+        """An idle keep-alive connection that is still usable, or None."""
         # conn.loop, not asyncio.get_running_loop(): on Python 3.11 that calls getpid(),
         # a system call, every time (three per request before this).
         while self._idle:
@@ -225,7 +252,7 @@ class UpstreamPool:
                 conn.reused = True
                 return conn
             conn.close()
-        return await self.connect()
+        return None
 
     async def connect(self) -> UpstreamConnection:
         try:
