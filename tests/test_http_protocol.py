@@ -21,7 +21,10 @@ from gateway.http_protocol import (
     MAX_HEAD_BYTES,
     CorkedHttpToolsProtocol,
     CorkedTransport,
+    fast_proxy_protocol,
 )
+from gateway.proxy.app import Found
+from gateway.proxy.forward import Client
 from gateway.tls import GatewayServer
 
 LOOPBACK = "127.0.0.1"
@@ -362,3 +365,199 @@ def test_heads_under_the_limit_and_large_bodies_are_served() -> None:
             assert chunk, "connection closed early"
             data += chunk
     assert data.count(b"HTTP/1.1 200 OK") == 2
+
+
+# The proxy fast path (fast_proxy_protocol): bodyless proxied requests served inside the
+# protocol, everything else on uvicorn's ASGI path.
+
+
+class TLSRecordingTransport(RecordingTransport):
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sslcontext":
+            return object()
+        return super().get_extra_info(name, default)
+
+
+class FakeProxy:
+    """Records each fast-path request; `answer` decides what to do with its client."""
+
+    def __init__(self, answer: Callable[[Client], None]) -> None:
+        self.answer = answer
+        self.requests: list[tuple[str, bytes, bytes, str, bool]] = []
+        self.clients: list[Client] = []
+
+    def start(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        peer: str,
+        found: Found,
+        client: Client,
+    ) -> None:
+        self.requests.append((method, raw_path, query, peer, found.authorization is not None))
+        self.clients.append(client)
+        self.answer(client)
+
+
+def small_reply(client: Client) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(SMALL))]
+    client.respond(200, headers, SMALL)
+
+
+asgi_calls: list[str] = []
+
+
+async def asgi_small(scope: Scope, receive: Receive, send: Send) -> None:
+    asgi_calls.append(f"{scope['method']} {scope['path']}")
+    while (await receive()).get("more_body"):
+        pass
+    await small(scope, receive, send)
+
+
+async def fast_connection(
+    proxy: FakeProxy,
+    data: bytes,
+    transport: RecordingTransport | None = None,
+    https_headers: list[tuple[bytes, bytes]] | None = None,
+) -> tuple[HttpToolsProtocol, RecordingTransport]:
+    asgi_calls.clear()
+    protocol_class = fast_proxy_protocol(
+        proxy, lambda path: path != "/healthz", https_headers=https_headers or []
+    )
+    config = Config(
+        asgi_small, lifespan="off", log_config=None, access_log=False, date_header=False
+    )
+    transport = transport or RecordingTransport()
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+    protocol.connection_made(transport)
+    protocol.data_received(data)
+    for _ in range(5):
+        await asyncio.sleep(0.005)
+    return protocol, transport
+
+
+GET = b"GET /api/memories?limit=2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n"
+
+
+@pytest.mark.anyio
+async def test_bodyless_proxied_request_is_answered_in_the_protocol_in_one_write() -> None:
+    proxy = FakeProxy(small_reply)
+    protocol, transport = await fast_connection(proxy, GET)
+    assert proxy.requests == [("GET", b"/api/memories", b"limit=2", LOOPBACK, True)]
+    assert asgi_calls == []
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[0].endswith(b"\r\n\r\n" + SMALL)
+    assert b"connection: close" not in transport.writes[0]
+    assert not transport.closed  # keep-alive
+    assert protocol.cycle.response_complete
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",  # a route the proxy does not serve
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",  # a body
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"GET /api/memories HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"GET /api/memories HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+    ],
+)
+async def test_other_requests_take_the_asgi_path(request_bytes: bytes) -> None:
+    proxy = FakeProxy(small_reply)
+    _, transport = await fast_connection(proxy, request_bytes)
+    assert proxy.requests == []
+    assert len(asgi_calls) == 1
+    assert b"".join(transport.writes).endswith(SMALL)
+
+
+@pytest.mark.anyio
+async def test_unframed_response_is_chunked_and_head_gets_no_body() -> None:
+    proxy = FakeProxy(lambda client: client.respond(200, [], b"abc"))
+    _, transport = await fast_connection(proxy, GET)
+    assert b"transfer-encoding: chunked\r\n" in transport.writes[0]
+    assert transport.writes[0].endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+
+    head = GET.replace(b"GET", b"HEAD")
+    framed = [(b"content-length", b"3")]
+    _, transport = await fast_connection(
+        FakeProxy(lambda client: client.respond(200, framed, b"abc")), head
+    )
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n"]
+
+
+@pytest.mark.anyio
+async def test_pipelined_request_waits_for_the_fast_response_before_it() -> None:
+    proxy = FakeProxy(lambda client: None)  # the upstream has not answered yet
+    second = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    _, transport = await fast_connection(proxy, GET + second)
+    assert transport.writes == []
+    assert asgi_calls == []  # queued behind the first request
+    proxy.clients[0].respond(200, [(b"content-length", b"5")], b"first")
+    for _ in range(5):
+        await asyncio.sleep(0.005)
+    data = b"".join(transport.writes)
+    assert data.index(b"first") < data.index(SMALL)
+    assert asgi_calls == ["GET /healthz"]
+
+
+@pytest.mark.anyio
+async def test_client_disconnect_reaches_the_waiting_exchange() -> None:
+    gone: list[bool] = []
+    proxy = FakeProxy(lambda client: client.on_gone(lambda: gone.append(True)))
+    protocol, _ = await fast_connection(proxy, GET)
+    assert gone == []
+    protocol.connection_lost(None)
+    assert gone == [True]
+
+
+@pytest.mark.anyio
+async def test_relayed_exchange_streams_chunks_through_send() -> None:
+    async def run(receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    proxy = FakeProxy(lambda client: client.relay(run))
+    protocol, transport = await fast_connection(proxy, GET)
+    assert len(transport.writes) == 2  # the first event did not wait for the second
+    assert transport.writes[0].endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n")
+    assert transport.writes[1] == b"9\r\ndata: 2\n\n\r\n0\r\n\r\n"
+    assert protocol.cycle.response_complete
+
+
+@pytest.mark.anyio
+async def test_relayed_exchange_that_ends_early_closes_the_connection() -> None:
+    async def run(receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+
+    _, transport = await fast_connection(FakeProxy(lambda client: client.relay(run)), GET)
+    assert transport.closed
+    assert not b"".join(transport.writes).endswith(b"0\r\n\r\n")
+
+
+@pytest.mark.anyio
+async def test_header_injection_from_upstream_becomes_a_500() -> None:
+    proxy = FakeProxy(lambda client: client.respond(200, [(b"x-a", b"1\r\nx-b: 2")], b""))
+    _, transport = await fast_connection(proxy, GET)
+    data = b"".join(transport.writes)
+    assert data.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"x-b" not in data
+    assert transport.closed
+
+
+@pytest.mark.anyio
+async def test_hsts_is_added_on_tls_connections_only() -> None:
+    hsts = [(b"strict-transport-security", b"max-age=31536000")]
+    _, plain = await fast_connection(FakeProxy(small_reply), GET, https_headers=hsts)
+    _, tls = await fast_connection(
+        FakeProxy(small_reply), GET, TLSRecordingTransport(), https_headers=hsts
+    )
+    assert b"strict-transport-security" not in plain.writes[0]
+    assert b"strict-transport-security: max-age=31536000\r\n" in tls.writes[0]

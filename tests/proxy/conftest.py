@@ -98,9 +98,16 @@ def upstream() -> Iterator[Server]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def gateway(upstream: Server) -> Iterator[Server]:
-    server = start_gateway(upstream.url, "upstream_idle_timeout=1.5", "upstream_header_timeout=1.0")
+@pytest.fixture(scope="module", params=["fast", "asgi"])
+def gateway(upstream: Server, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """Every test runs against both server paths: the protocol fast path (bodyless
+    requests served inside the protocol) and uvicorn's ASGI path for everything."""
+    server = start_gateway(
+        upstream.url,
+        "upstream_idle_timeout=1.5",
+        "upstream_header_timeout=1.0",
+        f"protocol={request.param}",
+    )
     yield server
     server.stop()
 

@@ -2,6 +2,7 @@
 Policy and an HS256 token service, for tests and the benchmark.
 
 Run: python -m tests.proxy.gateway_server PORT UPSTREAM [KEY=VALUE settings overrides]
+`protocol=asgi` serves every request through the ASGI app (no protocol fast path).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import replace
 import uvicorn
 
 from gateway.auth import Authenticator, Challenges
-from gateway.http_protocol import CorkedHttpToolsProtocol
+from gateway.http_protocol import CorkedHttpToolsProtocol, fast_proxy_protocol
 from gateway.oauth.keys import hs256_ring
 from gateway.oauth.tokens import TokenService
 from gateway.policy import Policy
@@ -48,6 +49,8 @@ def settings_from(upstream: str, overrides: list[str]) -> tuple[Settings, dict[s
     ssl: dict[str, str] = {}
     for item in overrides:
         key, _, value = item.partition("=")
+        if key == "protocol":
+            continue
         if key.startswith("ssl_"):
             ssl[key] = value
         elif key == "trusted_proxies":
@@ -60,12 +63,14 @@ def settings_from(upstream: str, overrides: list[str]) -> tuple[Settings, dict[s
 if __name__ == "__main__":
     port, upstream = int(sys.argv[1]), sys.argv[2]
     settings, ssl = settings_from(upstream, sys.argv[3:])
+    proxy = build(settings)
+    asgi_only = "protocol=asgi" in sys.argv[3:]
     uvicorn.run(
-        build(settings),
+        proxy,
         host="127.0.0.1",
         port=port,
         loop="uvloop",
-        http=CorkedHttpToolsProtocol,
+        http=CorkedHttpToolsProtocol if asgi_only else fast_proxy_protocol(proxy, lambda _: True),
         log_level="warning",
         access_log=False,
         server_header=False,

@@ -1,0 +1,107 @@
+"""The proxy on both server paths (the protocol fast path and uvicorn's ASGI path, see
+the `gateway` fixture): HTTP behaviour a client sees at the connection level."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httptools
+import httpx
+
+from tests.proxy.conftest import Server, bearer
+
+
+class Responses:
+    """httptools callbacks: the status and body of each response on a connection."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.done: list[tuple[int, bytes]] = []
+        self.body = b""
+
+    def on_message_begin(self) -> None:
+        self.body = b""
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append((self.parser.get_status_code(), self.body))
+
+
+def raw_exchange(port: int, data: bytes, responses: int) -> list[tuple[int, bytes]]:
+    """Send `data` on one connection; the (status, body) of the first `responses`."""
+    parsed = Responses()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        while len(parsed.done) < responses:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {parsed.done!r}"
+            parsed.parser.feed_data(chunk)
+    return parsed.done
+
+
+def get(path: str, token: str, version: bytes = b"HTTP/1.1") -> bytes:
+    return b"GET %s %s\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % (
+        path.encode(),
+        version,
+        token.encode(),
+    )
+
+
+def test_pipelined_requests_are_answered_in_order(gateway: Server) -> None:
+    """Keep-alive pipelining: the second and third requests arrive while the first is
+    still with the upstream; each gets its own response, in request order."""
+    token = bearer("read")["Authorization"]
+    sent = b"".join(get(f"/api/memories?n={n}", token) for n in range(3))
+    sent += get("/api/nothing-here-without-a-token?n=3", "Bearer not-a-token")
+    answered = raw_exchange(gateway.port, sent, 4)
+    assert [status for status, _ in answered] == [200, 200, 200, 401]
+    assert [json.loads(body)["query"] for _, body in answered[:3]] == ["n=0", "n=1", "n=2"]
+    assert json.loads(answered[3][1])["error"] == "invalid_token"
+
+
+def test_http_1_0_request_is_served_and_closed(gateway: Server) -> None:
+    token = bearer("read")["Authorization"]
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(get("/api/memories", token, b"HTTP/1.0"))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    parsed = Responses()
+    parsed.parser.feed_data(data)  # everything up to the close the server made
+    [(status, body)] = parsed.done
+    assert status == 200
+    assert json.loads(body)["path"] == "/api/memories"
+
+
+def test_head_gets_the_head_only(client: httpx.Client) -> None:
+    response = client.head("/api/memories", headers=bearer("read"))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.content == b""
+    # The connection is still in a clean state for the next request.
+    assert client.get("/api/memories", headers=bearer("read")).status_code == 200
+
+
+def test_p5_cors_preflight_and_actual_responses(client: httpx.Client) -> None:
+    origin = {"Origin": "https://app.example"}
+    preflight = client.options("/mcp", headers={**origin, "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "Authorization" in preflight.headers["access-control-allow-headers"]
+    ok = client.get("/api/memories", headers={**origin, **bearer("read")})
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "*"
+    denied = client.get("/api/memories", headers=origin)
+    assert denied.status_code == 401
+    assert denied.headers["access-control-allow-origin"] == "*"
+    assert "WWW-Authenticate" in denied.headers["access-control-expose-headers"]
+
+
+def test_d6_insufficient_scope_on_a_bodyless_request(client: httpx.Client) -> None:
+    response = client.delete("/api/memories/1", headers=bearer("read"))
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    assert response.json()["error"] == "insufficient_scope"
