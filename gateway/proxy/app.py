@@ -2,6 +2,10 @@
 
 canonical path (P2) → policy → authenticate → scopes (D6) → JSON-RPC tool scopes for
 /mcp → strip + inject headers (P1, P6, J3) → stream to the upstream (P3, P4).
+
+Two entries share these steps (`_admit`, `_outgoing`): the ASGI app (`__call__`) and
+`start`, which the server protocol's fast path calls for a request without a body
+(gateway.http_protocol.fast_proxy_protocol).
 """
 
 from __future__ import annotations
