@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import ssl
-from collections.abc import Generator, Iterable
+from collections.abc import Awaitable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,6 +218,14 @@ class _PassiveServer(uvicorn.Server):
         yield
 
 
+async def _exit_code(run: Awaitable[Any]) -> int | str | None:
+    try:
+        await run
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int | str) else 1
+    return None
+
+
 class GatewayServer:
     """Uvicorn serving `app` with our TLS context, plus the optional redirect listener."""
 
@@ -268,20 +276,25 @@ class GatewayServer:
         await self._run_together(runs)
 
     async def _run_together(self, runs: Iterable[Any]) -> None:
-        tasks = [asyncio.ensure_future(run) for run in runs]
+        tasks = [asyncio.ensure_future(_exit_code(run)) for run in runs]
         watcher = None
         if self.tls is not None:
             watcher = asyncio.create_task(self.tls.run_watcher(self.watch_interval))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self.stop()
-            await asyncio.gather(*tasks)
+            codes = await asyncio.gather(*tasks)
         finally:
             self.stop()
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+        # uvicorn leaves with sys.exit(3) when start-up fails; raised inside a task that
+        # would also print "Task exception was never retrieved" with a traceback.
+        failed = next((code for code in codes if code), None)
+        if failed is not None:
+            raise SystemExit(failed)
 
     @staticmethod
     def _redirect_server(main: uvicorn.Config, port: int, https_port: int) -> uvicorn.Server:
