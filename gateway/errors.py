@@ -7,18 +7,15 @@ OAuthError                       400 unless stated
 ├── UnauthorizedClient
 ├── UnsupportedGrantType
 ├── UnsupportedResponseType      RFC 6749 §4.1.2.1
-├── UnsupportedTokenType         RFC 7009 §2.2.1
 ├── InvalidScope
 ├── InvalidTarget                RFC 8707 §2
 ├── AccessDenied                 403 on direct responses
 ├── InvalidRedirectUri           RFC 7591 §3.2.2
 ├── InvalidClientMetadata        RFC 7591 §3.2.2
 ├── InvalidToken                 401 (RFC 6750 §3.1)
-├── InsufficientScope            403 (RFC 6750 §3.1)
 ├── NotFound                     404
 ├── MethodNotAllowed             405
 ├── PayloadTooLarge              413
-├── UnsupportedMediaType         415
 ├── TooManyRequests              429 with Retry-After
 ├── ServerError                  500
 └── TemporarilyUnavailable       503
@@ -88,10 +85,6 @@ class UnsupportedResponseType(OAuthError):
     error = "unsupported_response_type"
 
 
-class UnsupportedTokenType(OAuthError):
-    error = "unsupported_token_type"
-
-
 class InvalidScope(OAuthError):
     error = "invalid_scope"
 
@@ -118,11 +111,6 @@ class InvalidToken(OAuthError):
     status_code = 401
 
 
-class InsufficientScope(OAuthError):
-    error = "insufficient_scope"
-    status_code = 403
-
-
 class NotFound(OAuthError):
     error = "not_found"
     status_code = 404
@@ -136,11 +124,6 @@ class MethodNotAllowed(OAuthError):
 class PayloadTooLarge(OAuthError):
     error = "invalid_request"
     status_code = 413
-
-
-class UnsupportedMediaType(OAuthError):
-    error = "invalid_request"
-    status_code = 415
 
 
 class TooManyRequests(OAuthError):

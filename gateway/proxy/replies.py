@@ -39,11 +39,3 @@ async def send_answer(send: Send, answer: Answer) -> None:
     status, headers, body = answer
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def send_raw(send: Send, reply: Reply, extra: list[Header]) -> None:
-    await send_answer(send, raw_answer(reply, extra))
-
-
-async def send_error(send: Send, exc: OAuthError, extra: list[Header]) -> None:
-    await send_answer(send, error_answer(exc, extra))
