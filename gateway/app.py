@@ -38,8 +38,6 @@ JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 class Gateway:
     """The ASGI application the server runs."""
 
-    settings: Settings
-    tokens: TokenService | None
     authorization: AuthorizationServer | None
     proxy: ProxyApp
 
@@ -124,7 +122,7 @@ def create_app(
         challenges=Challenges(f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"),
         policy=load_policy(settings),
     )
-    return Gateway(settings, tokens, authorization, proxy)
+    return Gateway(authorization, proxy)
 
 
 def _token_service(
