@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import ToolAnnotations
 from starlette.types import Receive, Scope, Send
 
 from backend import validation
@@ -112,11 +113,30 @@ DESCRIPTIONS = {
 }
 
 
+# MCP tool annotations: the gateway needs only `read` for a tool the server declares
+# read-only, `write` for every other one (docs/policy.md "Tool scopes").
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+ANNOTATIONS = {
+    "store_memory": ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+    ),
+    "retrieve_memory": READ_ONLY,
+    "search_by_tag": READ_ONLY,
+    "list_memories": READ_ONLY,
+    "delete_memory": ToolAnnotations(
+        read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+    ),
+    "check_database_health": READ_ONLY,
+}
+
+
 def create_mcp_server(service: MemoryService, version: str) -> MCPServer:
     server: MCPServer = MCPServer("memory-backend", version=version, log_level="WARNING")
     tools = MemoryTools(service)
     for name, description in DESCRIPTIONS.items():
-        server.add_tool(getattr(tools, name), name=name, description=description)
+        server.add_tool(
+            getattr(tools, name), name=name, description=description, annotations=ANNOTATIONS[name]
+        )
     return server
 
 

@@ -28,6 +28,7 @@ from gateway.oauth.tokens import AccessToken, TokenService
 from gateway.policy import load_policy
 from gateway.proxy import ProxyApp
 from gateway.settings import Settings
+from gateway.tools import ToolCatalog, ToolLister, ToolRefresher
 
 log = logging.getLogger("gateway")
 
@@ -40,6 +41,7 @@ class Gateway:
 
     authorization: AuthorizationServer | None
     proxy: ProxyApp
+    tools: ToolRefresher | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -86,8 +88,12 @@ class Gateway:
     async def startup(self) -> None:
         if self.authorization is not None:
             await self.authorization.startup()
+        if self.tools is not None:
+            await self.tools.start()
 
     async def shutdown(self) -> None:
+        if self.tools is not None:
+            await self.tools.aclose()
         await self.proxy.aclose()
         if self.authorization is not None:
             await self.authorization.shutdown()
@@ -116,13 +122,24 @@ def create_app(
         api_key=settings.api_key,
         is_revoked=_revocation_check(authorization),
     )
+    catalog = ToolCatalog()
     proxy = ProxyApp(
         settings,
         authenticator=authenticator,
         challenges=Challenges(f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"),
-        policy=load_policy(settings),
+        policy=load_policy(settings, catalog),
     )
-    return Gateway(authorization, proxy)
+    return Gateway(authorization, proxy, _tool_refresher(settings, catalog))
+
+
+def _tool_refresher(settings: Settings, catalog: ToolCatalog) -> ToolRefresher:
+    """The upstream's tool annotations (gateway.tools), read with the upstream key."""
+    lister = ToolLister(
+        settings.upstream,
+        api_key=settings.upstream_api_key,
+        timeout=min(settings.upstream_header_timeout, 10.0),
+    )
+    return ToolRefresher(catalog, lister, refresh=settings.tools_refresh)
 
 
 def _token_service(

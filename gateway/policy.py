@@ -8,6 +8,11 @@ Path patterns: `/a/b` matches exactly that path; a trailing `*` (`/a/b/*`, `/a/b
 matches every path starting with the text before it. The most specific rule wins: an
 exact rule before any prefix, a longer prefix before a shorter one, a rule naming the
 method before one for any method (`*`). HEAD is matched by GET rules.
+
+Tool scopes (a `tools/call` on a `jsonrpc` route) fail closed: a tool the policy names
+needs what the policy says (either way, `admin` too); any other tool needs nothing
+beyond the route's scopes only when the upstream's tool list (gateway.tools) annotates
+it `readOnlyHint: true`, and `write` otherwise: unannotated, unknown, or no list yet.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import yaml
 from gateway.errors import InvalidRequest
 from gateway.oauth.models import RESOURCE_SCOPES
 from gateway.settings import Settings
+from gateway.tools import ToolCatalog
 
 ANY = "*"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", ANY})
@@ -32,6 +38,7 @@ ROUTE_KEYS = frozenset({"methods", "path", "scopes", "public", "jsonrpc", "deny"
 TOP_KEYS = frozenset({"extends", "routes", "tools"})
 _TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.\-/*]{1,128}")
 _NONE: frozenset[str] = frozenset()
+_WRITE = frozenset({"write"})
 
 DEFAULT_POLICY: dict[str, Any] = {
     "routes": [
@@ -46,6 +53,18 @@ DEFAULT_POLICY: dict[str, Any] = {
             for area in ("server", "config", "admin")
             for path in (f"/api/{area}", f"/api/{area}/*")
         ),
+        # mcp-memory-service's own rules where they are stricter than the above, and
+        # the routes it serves outside /api (docs/policy.md lists every upstream route).
+        {"methods": "GET", "path": "/api/server/status", "scopes": "read"},
+        {"methods": "GET", "path": "/api/memory-stats", "scopes": "write"},
+        {"methods": "GET", "path": "/api/manage/*", "scopes": "write"},
+        {"methods": "GET", "path": "/health", "public": True},
+        {"methods": "GET", "path": "/mcp/health", "public": True},
+        {"methods": "GET", "path": "/static/*", "public": True},
+        *(
+            {"methods": "GET", "path": path, "scopes": "read"}
+            for path in ("/", "/api-overview", "/openapi.json", "/docs/*", "/mcp/tools")
+        ),
         *(
             rule
             for path in ("/mcp", "/mcp/")
@@ -55,7 +74,7 @@ DEFAULT_POLICY: dict[str, Any] = {
             )
         ),
     ],
-    "tools": {"store_memory": "write", "delete_memory": "write", "update_*": "write"},
+    "tools": {},
 }
 
 
@@ -83,7 +102,8 @@ class _Spec:
 
 
 class Policy:
-    def __init__(self, spec: _Spec) -> None:
+    def __init__(self, spec: _Spec, catalog: ToolCatalog | None = None) -> None:
+        self.catalog = catalog if catalog is not None else ToolCatalog()
         self._exact: dict[str, MethodTable] = {}
         prefixes: dict[str, MethodTable] = {}
         for (method, pattern), decision in spec.routes.items():
@@ -101,16 +121,16 @@ class Policy:
         )
 
     @classmethod
-    def default(cls) -> Policy:
-        return cls(_parse(DEFAULT_POLICY, "<default policy>"))
+    def default(cls, catalog: ToolCatalog | None = None) -> Policy:
+        return cls(_parse(DEFAULT_POLICY, "<default policy>"), catalog)
 
     @classmethod
-    def load(cls, path: Path) -> Policy:
+    def load(cls, path: Path, catalog: ToolCatalog | None = None) -> Policy:
         data = _read(path)
         spec = _parse(data, str(path))
         if data.get("extends") == "default":
             spec = _extend(_parse(DEFAULT_POLICY, "<default policy>"), spec)
-        return cls(spec)
+        return cls(spec, catalog)
 
     def match(self, method: str, path: str) -> Decision | None:
         """The decision for a canonical path; None when no rule allows it (deny)."""
@@ -129,14 +149,16 @@ class Policy:
         return None
 
     def tool_scopes(self, name: str) -> frozenset[str]:
-        """Scopes a `tools/call` of `name` needs beyond the route's: exact name, then globs."""
+        """Scopes a `tools/call` of `name` needs beyond the route's: the policy's exact
+        name, then its globs, then the upstream's annotation (read-only → nothing more),
+        else `write` (fail closed)."""
         scopes = self._tools.get(name)
         if scopes is not None:
             return scopes
         for pattern, globbed in self._globs:
             if pattern.fullmatch(name):
                 return globbed
-        return _NONE
+        return _NONE if self.catalog.read_only(name) else _WRITE
 
     def jsonrpc_scopes(self, body: bytes, base: frozenset[str]) -> frozenset[str]:
         """Union of `base` and the scopes of every `tools/call` in a message or batch.
@@ -172,11 +194,11 @@ class Policy:
         return self.tool_scopes(name)
 
 
-def load_policy(settings: Settings) -> Policy:
+def load_policy(settings: Settings, catalog: ToolCatalog | None = None) -> Policy:
     """The policy file named by MCP_GATEWAY_POLICY, or the built-in default."""
     if settings.policy_file is None:
-        return Policy.default()
-    return Policy.load(settings.policy_file)
+        return Policy.default(catalog)
+    return Policy.load(settings.policy_file, catalog)
 
 
 def _extend(base: _Spec, spec: _Spec) -> _Spec:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -59,6 +59,11 @@ class Settings:
     upstream_header_timeout: float = 60.0
     upstream_idle_timeout: float = 300.0
     log_level: str = "info"
+    # issue 15: the upstream's own credential, and how often its tool list is re-read
+    upstream_api_key: str | None = field(default=None, repr=False)
+    tools_refresh: float = 300.0
+    cimd_dir: Path | None = None
+    cimd_stale_seconds: int = 7 * 86400
 
     @property
     def resource(self) -> str:
@@ -148,6 +153,14 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         ),
         upstream_idle_timeout=reader.number("idle_timeout", "MCP_GATEWAY_IDLE_TIMEOUT", 300.0),
         log_level=(reader.text("log_level", "MCP_GATEWAY_LOG_LEVEL") or "info").lower(),
+        upstream_api_key=_upstream_key(
+            reader.text("upstream_api_key", "MCP_GATEWAY_UPSTREAM_API_KEY")
+        ),
+        tools_refresh=reader.number("tools_refresh", "MCP_GATEWAY_TOOLS_REFRESH", 300.0),
+        cimd_dir=reader.path("cimd_dir", "MCP_OAUTH_CIMD_DIR"),
+        cimd_stale_seconds=reader.integer(
+            "cimd_stale", "MCP_OAUTH_CIMD_STALE_SECONDS", 7 * 86400, low=0, high=90 * 86400
+        ),
     )
     if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
         raise SettingsError(
@@ -227,6 +240,18 @@ def _upstream(value: str | None) -> str:
     if parts.path or parts.query:
         raise SettingsError(f"MCP_GATEWAY_UPSTREAM must be an origin without path: {url!r}")
     return url
+
+
+def _upstream_key(value: str | None) -> str | None:
+    """Sent as `Authorization: Bearer <key>`: a header value, so printable ASCII only."""
+    if value is None:
+        return None
+    if not all(0x21 <= ord(c) < 0x7F for c in value):
+        raise SettingsError(
+            "MCP_GATEWAY_UPSTREAM_API_KEY must be printable ASCII without spaces "
+            "(it is sent as an Authorization header)"
+        )
+    return value
 
 
 def _proxies(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import pytest
 from gateway.errors import InvalidRequest
 from gateway.policy import Decision, Policy, PolicyError, load_policy
 from gateway.settings import Settings
+from gateway.tools import ToolCatalog, ToolListError, read_only_tools
 
 READ = frozenset({"read"})
 WRITE = frozenset({"write"})
@@ -46,7 +47,30 @@ def default() -> Policy:
         ("POST", "/api/searchable", needs(WRITE)),
         ("DELETE", "/api/search", needs(WRITE)),
         ("GET", "/api/server", needs(ADMIN)),
-        ("GET", "/api/server/status", needs(ADMIN)),
+        ("GET", "/api/server/status", needs(READ)),
+        ("HEAD", "/api/server/status", needs(READ)),
+        ("POST", "/api/server/status", needs(ADMIN)),
+        ("POST", "/api/server/restart", needs(ADMIN)),
+        ("GET", "/api/server/version/check", needs(ADMIN)),
+        ("GET", "/api/config/credentials", needs(ADMIN)),
+        ("GET", "/api/config/env", needs(ADMIN)),
+        ("GET", "/api/memory-stats", needs(WRITE)),
+        ("GET", "/api/manage/tags/stats", needs(WRITE)),
+        ("GET", "/api/manage/untagged/count", needs(WRITE)),
+        ("POST", "/api/manage/bulk-delete", needs(WRITE)),
+        ("GET", "/", needs(READ)),
+        ("HEAD", "/", needs(READ)),
+        ("GET", "/api-overview", needs(READ)),
+        ("GET", "/openapi.json", needs(READ)),
+        ("GET", "/docs/oauth2-redirect", needs(READ)),
+        ("GET", "/mcp/tools", needs(READ)),
+        ("GET", "/mcp/health", PUBLIC),
+        ("GET", "/health", PUBLIC),
+        ("GET", "/static/app.js", PUBLIC),
+        ("GET", "/static/css/style.css", PUBLIC),
+        ("POST", "/static/app.js", None),
+        ("POST", "/", None),
+        ("GET", "/mcp/other", None),
         ("POST", "/api/config/reload", needs(ADMIN)),
         ("DELETE", "/api/admin", needs(ADMIN)),
         ("GET", "/api/admin/users/1", needs(ADMIN)),
@@ -62,7 +86,6 @@ def default() -> Policy:
         ("PUT", "/mcp", None),
         ("PATCH", "/mcp/", None),
         ("POST", "/mcp/extra", None),
-        ("GET", "/", None),
         ("GET", "/api", None),
         ("GET", "/apix", None),
         ("GET", "/metrics", None),
@@ -77,28 +100,97 @@ def test_default_policy_table(
     assert default.match(method, path) == expected
 
 
+# What mcp-memory-service's standalone server (10.59.0) and this project's backend declare.
+LISTED = {
+    "tools": [
+        {"name": "memory_search", "annotations": {"readOnlyHint": True}},
+        {"name": "memory_list", "annotations": {"readOnlyHint": True, "openWorldHint": False}},
+        {"name": "retrieve_memory", "annotations": {"readOnlyHint": True}},
+        {"name": "memory_store", "annotations": {"readOnlyHint": False}},
+        {"name": "memory_delete", "annotations": {"destructiveHint": True}},
+        {"name": "memory_cleanup"},
+        {"name": "quoted_hint", "annotations": {"readOnlyHint": "true"}},
+        {"name": "one_hint", "annotations": {"readOnlyHint": 1}},
+    ]
+}
+
+
+@pytest.fixture
+def listed() -> Policy:
+    catalog = ToolCatalog()
+    catalog.replace(read_only_tools(LISTED)[0])
+    return Policy.default(catalog)
+
+
+def _call(*names: str) -> bytes:
+    calls = [
+        {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": name}}
+        for i, name in enumerate(names)
+    ]
+    return json.dumps(calls[0] if len(calls) == 1 else calls).encode()
+
+
+@pytest.mark.parametrize(
+    "tool",
+    ["store_memory", "retrieve_memory", "memory_search", "memory_store", "check_database_health"],
+)
+def test_every_tool_needs_write_while_the_tool_list_is_unknown(tool: str) -> None:
+    assert Policy.default().jsonrpc_scopes(_call(tool), READ) == READ_WRITE
+
+
 @pytest.mark.parametrize(
     ("tool", "scopes"),
     [
-        ("store_memory", READ_WRITE),
-        ("delete_memory", READ_WRITE),
-        ("update_memory", READ_WRITE),
-        ("update_memory_metadata", READ_WRITE),
-        ("update_", READ_WRITE),
+        ("memory_search", READ),
+        ("memory_list", READ),
         ("retrieve_memory", READ),
-        ("search_by_tag", READ),
-        ("check_database_health", READ),
-        ("Store_Memory", READ),
-        ("xupdate_memory", READ),
+        ("memory_store", READ_WRITE),
+        ("memory_delete", READ_WRITE),
+        ("memory_cleanup", READ_WRITE),  # no annotations: fail closed
+        ("quoted_hint", READ_WRITE),  # only the JSON value true counts
+        ("one_hint", READ_WRITE),
+        ("delete_by_tag", READ_WRITE),  # not listed (a legacy alias): fail closed
+        ("Memory_Search", READ_WRITE),
+        ("memory_search ", READ_WRITE),
     ],
 )
-def test_d6_tools_call_needs_the_tools_scope(
-    default: Policy, tool: str, scopes: frozenset[str]
+def test_tool_scopes_come_from_the_upstreams_annotations(
+    listed: Policy, tool: str, scopes: frozenset[str]
 ) -> None:
-    body = json.dumps(
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool}}
-    ).encode()
-    assert default.jsonrpc_scopes(body, READ) == scopes
+    assert listed.jsonrpc_scopes(_call(tool), READ) == scopes
+
+
+def test_an_unknown_tool_asks_for_an_early_refresh(listed: Policy) -> None:
+    listed.catalog.wanted.clear()
+    listed.jsonrpc_scopes(_call("memory_search"), READ)
+    assert not listed.catalog.wanted.is_set()
+    listed.jsonrpc_scopes(_call("brand_new_tool"), READ)
+    assert listed.catalog.wanted.is_set()
+
+
+def test_policy_file_overrides_tools_both_ways_and_to_admin(tmp_path: Path) -> None:
+    text = (
+        "extends: default\n"
+        "tools:\n  memory_cleanup: read\n  memory_search: [read, write]\n"
+        "  memory_store: admin\n  'memory_consolidate*': admin\n"
+    )
+    catalog = ToolCatalog()
+    catalog.replace(read_only_tools(LISTED)[0])
+    policy = Policy.load(_write(tmp_path, "p.yaml", text), catalog)
+    assert policy.jsonrpc_scopes(_call("memory_cleanup"), READ) == READ  # unannotated → read
+    assert policy.jsonrpc_scopes(_call("memory_search"), READ) == READ_WRITE  # read-only → write
+    assert policy.jsonrpc_scopes(_call("memory_store"), READ) == READ | ADMIN
+    assert policy.jsonrpc_scopes(_call("memory_consolidate_now"), READ) == READ | ADMIN
+    assert policy.jsonrpc_scopes(_call("memory_list"), READ) == READ  # the annotation still counts
+    assert policy.jsonrpc_scopes(_call("memory_delete"), READ) == READ_WRITE
+
+
+def test_tools_list_results_are_read_strictly() -> None:
+    assert read_only_tools({"tools": [], "nextCursor": "abc"}) == ({}, "abc")
+    assert read_only_tools({"tools": [{"name": "a"}], "nextCursor": ""}) == ({"a": False}, None)
+    for bad in ({}, {"tools": {}}, {"tools": [{"name": 3}]}, {"tools": ["a"]}, []):
+        with pytest.raises(ToolListError):
+            read_only_tools(bad)
 
 
 @pytest.mark.parametrize(
@@ -115,20 +207,23 @@ def test_d6_other_methods_need_the_route_scope(default: Policy, message: object)
     assert default.jsonrpc_scopes(json.dumps(message).encode(), READ) == READ
 
 
-def test_d6_batch_needs_the_union_of_its_calls(default: Policy) -> None:
+def test_d6_batch_needs_the_union_of_its_calls(listed: Policy) -> None:
     batch = [
-        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "retrieve_memory"}},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "memory_search"}},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "update_tags"}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "memory_store"}},
     ]
-    assert default.jsonrpc_scopes(json.dumps(batch).encode(), READ) == READ_WRITE
+    assert listed.jsonrpc_scopes(json.dumps(batch).encode(), READ) == READ_WRITE
     read_only = batch[:2]
-    assert default.jsonrpc_scopes(json.dumps(read_only).encode(), READ) == READ
+    assert listed.jsonrpc_scopes(json.dumps(read_only).encode(), READ) == READ
+    # a write call hidden late in a long batch of read-only ones is still found
+    many = [batch[0]] * 50 + [batch[2]]
+    assert listed.jsonrpc_scopes(json.dumps(many).encode(), READ) == READ_WRITE
 
 
-def test_d6_escaped_method_and_tool_names_are_still_recognised(default: Policy) -> None:
-    body = b'{"method":"tools\\/call","params":{"name":"\\u0073tore_memory"}}'
-    assert default.jsonrpc_scopes(body, READ) == READ_WRITE
+def test_d6_escaped_method_and_tool_names_are_still_recognised(listed: Policy) -> None:
+    body = b'{"method":"tools\\/call","params":{"name":"\\u006demory_search"}}'
+    assert listed.jsonrpc_scopes(body, READ) == READ
 
 
 @pytest.mark.parametrize(
@@ -212,7 +307,7 @@ def test_yaml_policy_extends_the_default(tmp_path: Path) -> None:
     assert policy.match("GET", "/api/health") == PUBLIC
     assert policy.tool_scopes("retrieve_memory") == ADMIN
     assert policy.tool_scopes("export_all") == ADMIN
-    assert policy.tool_scopes("update_memory") == WRITE
+    assert policy.tool_scopes("update_memory") == WRITE  # not listed: fail closed
 
 
 def test_toml_policy_replaces_the_default(tmp_path: Path) -> None:
@@ -221,7 +316,7 @@ def test_toml_policy_replaces_the_default(tmp_path: Path) -> None:
     assert policy.match("POST", "/rpc") == needs(READ, jsonrpc=True)
     assert policy.match("GET", "/api/health") is None
     assert policy.match("POST", "/mcp") is None
-    assert policy.tool_scopes("store_memory") == frozenset()
+    assert policy.tool_scopes("store_memory") == WRITE  # no list yet: fail closed
     body = b'{"method":"tools/call","params":{"name":"dangerous_drop"}}'
     assert policy.jsonrpc_scopes(body, READ) == frozenset({"read", "admin"})
 

@@ -83,6 +83,12 @@ class ProxyApp:
         self.proto = b"https" if settings.https_enabled else b"http"
         self.identity = IdentityCache()
         self.request_ids = RequestIds()
+        # The upstream's own credential (MCP_GATEWAY_UPSTREAM_API_KEY), on every request
+        # either entry forwards; the client's credentials are stripped before (J3).
+        key = settings.upstream_api_key
+        self.upstream_credential: list[Header] = (
+            [(b"authorization", b"Bearer " + key.encode("ascii"))] if key else []
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -182,6 +188,8 @@ class ProxyApp:
             identity=None if principal is None else self.identity(principal),
             new_id=self.request_ids,
         )
+        if self.upstream_credential:
+            headers += self.upstream_credential
         return Outgoing(request.method, target, headers, body, found.content_length, cors_headers)
 
     def _authenticate(self, request: _Request, decision: Decision) -> Principal:
