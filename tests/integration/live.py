@@ -34,8 +34,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(url: str, verify: ssl.SSLContext | bool, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
+def wait_for(
+    url: str,
+    verify: ssl.SSLContext | bool,
+    process: subprocess.Popen[bytes],
+    timeout: float = 30,
+) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
@@ -44,16 +49,20 @@ def wait_for(url: str, verify: ssl.SSLContext | bool, process: subprocess.Popen[
                 return
         except httpx.HTTPError:
             time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within 30 s")
+    raise RuntimeError(f"{url} did not answer within {timeout:g} s")
 
 
 @contextmanager
 def running(
-    command: list[str], env: Mapping[str, str], health: str, verify: ssl.SSLContext | bool
+    command: list[str],
+    env: Mapping[str, str],
+    health: str,
+    verify: ssl.SSLContext | bool,
+    timeout: float = 30,
 ) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(command, env={**os.environ, **env})
     try:
-        wait_for(health, verify, process)
+        wait_for(health, verify, process, timeout)
         yield process
     finally:
         process.terminate()
