@@ -25,6 +25,18 @@ Caching follows HTTP caching headers (`no-store`/`no-cache`/`max-age=0` → not 
 
 Every failure raises `InvalidClient` with a description naming the problem: to the
 authorization server a client whose document cannot be used is an unknown client.
+
+Surviving an unreachable metadata host (corporate egress, a CDN challenging a
+datacenter address): with a `store`, every fetched document (once validated) is kept
+in the client store with the time it was fetched and how long it is fresh, so it
+survives restarts and is shared by replicas; a stored document still fresh is used
+without a fetch. When a refetch fails at the fetch level (no answer, an HTTP error,
+a non-JSON challenge page), a stored document fetched at most `stale_seconds` ago is
+used instead (stale-if-error, RFC 5861 in spirit), and retried after MIN_TTL. A
+document that arrives and is invalid is authoritative: it is refused, never
+replaced by the stored one. `no-store` documents are not stored. An operator can
+supply documents (`supplied`, read by `load_supplied` from MCP_OAUTH_CIMD_DIR): those
+are used as they are, with no network at all.
 """
 
 from __future__ import annotations
@@ -36,7 +48,10 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Protocol
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import anyio
@@ -46,6 +61,7 @@ from gateway.errors import InvalidClient, InvalidRedirectUri
 from gateway.netguard import BlockedAddressError, GuardedTransport, host_problem
 from gateway.oauth.models import SUPPORTED_SCOPES, Client
 from gateway.oauth.redirects import validate_redirect_uri
+from gateway.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +77,55 @@ ECHOED_URI_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 ECHOED_TEXT_FIELDS = ("software_id", "software_version")
 FORBIDDEN_FIELDS = ("client_secret", "client_secret_expires_at")
 _USER_AGENT = "memory-gateway client-metadata fetcher"
+FETCHED_AT = "cimd_fetched_at"
+FRESH_UNTIL = "cimd_fresh_until"
+DEFAULT_STALE_SECONDS = 7 * 86400
+MAX_SUPPLIED = 1000
+
+
+class DocumentStore(Protocol):
+    """The part of the client store (gateway.store) the resolver keeps documents in."""
+
+    async def add_client(self, client: Client, *, limit: int) -> bool: ...
+    async def get_client(self, client_id: str) -> Client | None: ...
+    async def replace_client(self, client: Client) -> None: ...
+
+
+class FetchFailed(InvalidClient):
+    """The document could not be fetched (as opposed to fetched and found invalid)."""
+
+
+class SuppliedDocumentError(SettingsError):
+    """A document in MCP_OAUTH_CIMD_DIR cannot be used (stops start-up)."""
+
+
+def load_supplied(directory: Path, allowed_schemes: Iterable[str] = ()) -> dict[str, Client]:
+    """Every `*.json` in `directory`: a client metadata document, validated like a
+    fetched one; its `client_id` (an https URL) is the id it answers to."""
+    if not directory.is_dir():
+        raise SuppliedDocumentError(f"MCP_OAUTH_CIMD_DIR: {directory} is not a directory")
+    supplied: dict[str, Client] = {}
+    schemes = tuple(allowed_schemes)
+    for path in sorted(directory.glob("*.json"))[: MAX_SUPPLIED + 1]:
+        if len(supplied) >= MAX_SUPPLIED:
+            raise SuppliedDocumentError(f"MCP_OAUTH_CIMD_DIR: more than {MAX_SUPPLIED} documents")
+        try:
+            if path.stat().st_size > DEFAULT_MAX_BYTES:
+                raise SuppliedDocumentError(f"larger than {DEFAULT_MAX_BYTES} bytes")
+            document = json.loads(path.read_text(encoding="utf-8"))
+            client_id = document.get("client_id") if isinstance(document, dict) else None
+            if not isinstance(client_id, str):
+                raise SuppliedDocumentError("no string client_id")
+            check_client_id_url(client_id)
+            supplied[client_id] = client_from_document(client_id, document, schemes)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            problem = exc.description if isinstance(exc, InvalidClient) else str(exc)
+            raise SuppliedDocumentError(f"MCP_OAUTH_CIMD_DIR: {path.name}: {problem}") from None
+        except InvalidClient as exc:
+            raise SuppliedDocumentError(
+                f"MCP_OAUTH_CIMD_DIR: {path.name}: {exc.description}"
+            ) from None
+    return supplied
 
 
 def is_client_metadata_url(value: str) -> bool:
@@ -292,7 +357,15 @@ class ClientMetadataResolver:
         transport: httpx.AsyncBaseTransport | None = None,
         allowed_redirect_schemes: Iterable[str] = (),
         cache_size: int = 1024,
+        store: DocumentStore | None = None,
+        stale_seconds: float = DEFAULT_STALE_SECONDS,
+        supplied: Mapping[str, Client] | None = None,
+        max_stored: int = 10_000,
     ) -> None:
+        self.store = store
+        self.stale_seconds = stale_seconds
+        self.supplied = dict(supplied or {})
+        self.max_stored = max_stored
         self.allow_private = allow_private
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -313,6 +386,9 @@ class ClientMetadataResolver:
         )
 
     async def resolve(self, client_id: str) -> Client:
+        supplied = self.supplied.get(client_id)
+        if supplied is not None:
+            return supplied
         parts = check_client_id_url(client_id)
         problem = host_problem(parts.hostname or "", allow_private=self.allow_private)
         if problem:
@@ -345,15 +421,60 @@ class ClientMetadataResolver:
                 self._inflight[key] = (lock, users - 1)
 
     async def _load(self, client_id: str) -> Client:
-        document, ttl = await self._fetch(client_id)
+        stored = await self._stored(client_id)
+        now = self._clock()
+        if stored is not None and _number(stored.metadata.get(FRESH_UNTIL)) > now:
+            self._cache.put(client_id, stored, _number(stored.metadata.get(FRESH_UNTIL)))
+            return stored
+        try:
+            document, ttl = await self._fetch(client_id)
+        except FetchFailed as exc:
+            if stored is None:
+                raise
+            fetched = _number(stored.metadata.get(FETCHED_AT))
+            if now - fetched > self.stale_seconds:
+                raise
+            logger.warning(
+                "client metadata document %s: %s; using the one fetched %d s ago",
+                client_id[:200],
+                exc.description,
+                int(now - fetched),
+            )
+            self._cache.put(client_id, stored, now + MIN_TTL)
+            return stored
         try:
             client = client_from_document(client_id, document, self.allowed_redirect_schemes)
         except InvalidClient as exc:
             logger.warning("client metadata document refused: %s", exc.description)
             raise
         if ttl > 0:
-            self._cache.put(client_id, client, self._clock() + ttl)
+            self._cache.put(client_id, client, now + ttl)
+            await self._keep(client, stored is not None, now, now + ttl)
         return client
+
+    async def _stored(self, client_id: str) -> Client | None:
+        if self.store is None:
+            return None
+        try:
+            stored = await self.store.get_client(client_id)
+        except Exception as exc:  # the store is a cache here: a fetch can still work
+            logger.warning("client metadata store unavailable: %s", type(exc).__name__)
+            return None
+        return stored if stored is not None and stored.source == "cimd" else None
+
+    async def _keep(self, client: Client, exists: bool, now: float, fresh_until: float) -> None:
+        if self.store is None:
+            return
+        kept = replace(
+            client, metadata={**client.metadata, FETCHED_AT: now, FRESH_UNTIL: fresh_until}
+        )
+        try:
+            if exists:
+                await self.store.replace_client(kept)
+            else:
+                await self.store.add_client(kept, limit=self.max_stored)
+        except Exception as exc:
+            logger.warning("client metadata store unavailable: %s", type(exc).__name__)
 
     async def _fetch(self, client_id: str) -> tuple[object, float]:
         try:
@@ -401,6 +522,10 @@ class ClientMetadataResolver:
                 raise self._failed(client_id, f"document is larger than {self.max_bytes} bytes")
         return bytes(body)
 
-    def _failed(self, client_id: str, problem: str) -> InvalidClient:
+    def _failed(self, client_id: str, problem: str) -> FetchFailed:
         logger.warning("client metadata document %s refused: %s", client_id[:200], problem)
-        return _invalid(client_id, problem)
+        return FetchFailed(f"client metadata document {client_id[:200]!r}: {problem}")
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0

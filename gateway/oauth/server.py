@@ -127,7 +127,7 @@ def build_authorization_server(
     store = store if store is not None else open_store(settings.storage)
     closers: list[Callable[[], Awaitable[None]]] = []
     if client_resolver is None and settings.cimd_enabled:
-        client_resolver, close = _default_resolver(settings, clock)
+        client_resolver, close = _default_resolver(settings, clock, store)
         closers.append(close)
     cache = RevocationCache(
         store, clock=clock, max_staleness=max_staleness(REVOCATION_REFRESH_SECONDS)
@@ -244,9 +244,17 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def _default_resolver(
-    settings: Settings, clock: Callable[[], float]
+    settings: Settings, clock: Callable[[], float], store: Store
 ) -> tuple[ClientResolver, Callable[[], Awaitable[None]]]:
-    from gateway.oauth.client_metadata import ClientMetadataResolver
+    from gateway.oauth.client_metadata import ClientMetadataResolver, load_supplied
+
+    supplied = (
+        load_supplied(settings.cimd_dir, settings.allowed_redirect_schemes)
+        if settings.cimd_dir is not None
+        else {}
+    )
+    if supplied:
+        logger.info("client metadata documents supplied: %s", ", ".join(sorted(supplied)))
 
     verify: ssl.SSLContext | bool = True
     if settings.cimd_ca_file is not None:
@@ -256,5 +264,9 @@ def _default_resolver(
         allowed_redirect_schemes=settings.allowed_redirect_schemes,
         verify=verify,
         clock=clock,
+        store=store,
+        stale_seconds=settings.cimd_stale_seconds,
+        supplied=supplied,
+        max_stored=settings.max_clients,
     )
     return resolver, resolver.aclose

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import httpcore
+import httpx
 import pytest
 import trustme
 
@@ -716,3 +717,136 @@ async def test_r6_concurrent_first_requests_share_one_fetch(
             group.start_soon(one)
     assert results == [url] * 5
     assert site.hits["/client.json"] == 1
+
+
+# ------------------------------------------- stored documents, stale-if-error, supplied
+
+
+@pytest.fixture
+async def stored_resolver(trust: ssl.SSLContext, clock: Clock) -> Any:
+    from gateway.store.memory import MemoryStore
+
+    store = MemoryStore()
+    resolver = ClientMetadataResolver(
+        allow_private=True,
+        verify=trust,
+        clock=clock,
+        timeout=2.0,
+        store=store,
+        stale_seconds=3600,
+    )
+    yield resolver
+    await resolver.aclose()
+
+
+def _fresh_resolver_on(old: ClientMetadataResolver, trust: ssl.SSLContext, clock: Clock) -> Any:
+    """A new resolver (a restart: empty memory cache) on the same store."""
+    return ClientMetadataResolver(
+        allow_private=True,
+        verify=trust,
+        clock=clock,
+        timeout=2.0,
+        store=old.store,
+        stale_seconds=old.stale_seconds,
+    )
+
+
+@pytest.mark.anyio
+async def test_cimd_fetch_failure_after_one_good_fetch_still_admits(
+    site: Site, stored_resolver: ClientMetadataResolver, trust: ssl.SSLContext, clock: Clock
+) -> None:
+    url = site.serve("/c.json", doc(site.url("/c.json")), headers=_json_max_age(300))
+    assert (await stored_resolver.resolve(url)).client_id == url
+    assert site.hits["/c.json"] == 1
+    # restarted gateway, document still fresh: from the store, no fetch
+    again = _fresh_resolver_on(stored_resolver, trust, clock)
+    try:
+        assert (await again.resolve(url)).client_id == url
+        assert site.hits["/c.json"] == 1
+    finally:
+        await again.aclose()
+    # the metadata host now fails (a CDN challenge page, 403 text/html), lifetime over
+    site.serve(
+        "/c.json", b"<html>challenge</html>", status=403, headers={"Content-Type": "text/html"}
+    )
+    clock.now += 301
+    later = _fresh_resolver_on(stored_resolver, trust, clock)
+    try:
+        client = await later.resolve(url)
+        assert client.client_id == url
+        assert client.redirect_uris == tuple(doc(url)["redirect_uris"])
+        assert site.hits["/c.json"] == 2
+        # ... and bounded: past stale_seconds it is refused
+        clock.now += 3600
+        later._cache = type(later._cache)(16)
+        assert "HTTP 403" in await refused(later, url)
+    finally:
+        await later.aclose()
+
+
+@pytest.mark.anyio
+async def test_cimd_invalid_document_is_not_replaced_by_the_stored_one(
+    site: Site, stored_resolver: ClientMetadataResolver, clock: Clock
+) -> None:
+    url = site.serve("/d.json", doc(site.url("/d.json")), headers=_json_max_age(60))
+    await stored_resolver.resolve(url)
+    site.serve(
+        "/d.json", doc(url, redirect_uris=["javascript:alert(1)"]), headers=_json_max_age(60)
+    )
+    clock.now += 61
+    assert "redirect_uris" in await refused(stored_resolver, url)
+
+
+@pytest.mark.anyio
+async def test_cimd_no_store_documents_are_not_kept(
+    site: Site, stored_resolver: ClientMetadataResolver, clock: Clock
+) -> None:
+    headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+    url = site.serve("/n.json", doc(site.url("/n.json")), headers=headers)
+    await stored_resolver.resolve(url)
+    assert stored_resolver.store is not None
+    assert await stored_resolver.store.get_client(url) is None
+
+
+def test_cimd_supplied_documents_load_and_refuse_bad_ones(tmp_path: Any) -> None:
+    from gateway.oauth.client_metadata import SuppliedDocumentError, load_supplied
+
+    good = "https://claude.ai/oauth/claude-code-client-metadata"
+    (tmp_path / "claude-code.json").write_text(json.dumps(doc(good)))
+    supplied = load_supplied(tmp_path)
+    assert list(supplied) == [good]
+    assert supplied[good].source == "cimd"
+    (tmp_path / "bad.json").write_text(json.dumps(doc("http://insecure.test/x")))
+    with pytest.raises(SuppliedDocumentError, match=r"bad\.json: .*https"):
+        load_supplied(tmp_path)
+    with pytest.raises(SuppliedDocumentError, match="not a directory"):
+        load_supplied(tmp_path / "missing")
+
+
+@pytest.mark.anyio
+async def test_cimd_supplied_document_works_with_no_network() -> None:
+    """A supplied document answers for its client_id; nothing is fetched (the transport
+    refuses every connection)."""
+
+    attempts: list[str] = []
+
+    class NoNetwork(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            attempts.append(str(request.url))
+            raise httpx.ConnectError("no network", request=request)
+
+    url = "https://claude.ai/oauth/claude-code-client-metadata"
+    supplied = {url: client_from_document(url, doc(url))}
+    resolver = ClientMetadataResolver(transport=NoNetwork(), supplied=supplied)
+    try:
+        assert (await resolver.resolve(url)).client_id == url
+        assert attempts == []
+        other = "https://elsewhere.example/client.json"
+        assert "fetch failed" in await refused(resolver, other)
+        assert attempts == [other]
+    finally:
+        await resolver.aclose()
+
+
+def _json_max_age(seconds: int) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Cache-Control": f"max-age={seconds}"}
