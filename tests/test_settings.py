@@ -114,3 +114,29 @@ def test_a6_public_issuer_with_explicit_auto_consent_is_allowed() -> None:
     )
     assert settings.consent == "auto"
     assert settings.issuer_is_loopback is False
+
+
+def test_upstream_key_and_tool_and_cimd_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "MCP_GATEWAY_UPSTREAM_API_KEY": "upstream-secret-0123456789",
+            "MCP_GATEWAY_TOOLS_REFRESH": "60",
+            "MCP_OAUTH_CIMD_DIR": "/etc/memory-gateway/cimd",
+            "MCP_OAUTH_CIMD_STALE_SECONDS": "0",
+        }
+    )
+    assert settings.upstream_api_key == "upstream-secret-0123456789"
+    assert "upstream-secret" not in repr(settings)
+    assert settings.tools_refresh == 60.0
+    assert settings.cimd_dir == Path("/etc/memory-gateway/cimd")
+    assert settings.cimd_stale_seconds == 0
+    defaults = Settings.from_env({})
+    assert defaults.upstream_api_key is None
+    assert defaults.cimd_dir is None
+    assert defaults.cimd_stale_seconds == 7 * 86400
+
+
+@pytest.mark.parametrize("value", ["with space", "tab\there", "ünïcode"])
+def test_upstream_key_must_be_a_header_token(value: str) -> None:
+    with pytest.raises(SettingsError, match="MCP_GATEWAY_UPSTREAM_API_KEY"):
+        Settings.from_env({"MCP_GATEWAY_UPSTREAM_API_KEY": value})

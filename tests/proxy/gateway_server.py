@@ -55,6 +55,8 @@ def settings_from(upstream: str, overrides: list[str]) -> tuple[Settings, dict[s
             ssl[key] = value
         elif key == "trusted_proxies":
             values[key] = tuple(value.split(","))
+        elif key == "upstream_api_key":
+            values[key] = value
         else:
             values[key] = float(value)
     return replace(settings, **values), ssl  # type: ignore[arg-type]
