@@ -466,7 +466,9 @@ class ClientMetadataResolver:
         if self.store is None:
             return
         kept = replace(
-            client, metadata={**client.metadata, FETCHED_AT: now, FRESH_UNTIL: fresh_until}
+            client,
+            client_id_issued_at=int(now),  # the store's pruning counts from here
+            metadata={**client.metadata, FETCHED_AT: now, FRESH_UNTIL: fresh_until},
         )
         try:
             if exists:
