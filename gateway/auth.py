@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 from gateway.errors import InvalidRequest, InvalidToken, OAuthError, TemporarilyUnavailable
 from gateway.oauth.tokens import AccessToken, TokenService
-from gateway.principal import Principal
+from gateway.principal import CredentialKind, Principal
 
 API_KEY_SCOPES = frozenset({"read", "write", "admin"})
 API_KEY_IDENTITY = "api-key"
@@ -113,17 +113,26 @@ class Authenticator:
         known = self._principals.get(claims.jti)
         if known is not None and known[0] is claims:
             return known[1]
-        principal = Principal(
-            subject=claims.subject,
-            client_id=claims.client_id,
-            scopes=claims.scopes,
-            kind="jwt",
-            token_id=claims.jti,
-        )
+        principal = principal_of(claims, "jwt")
         if len(self._principals) >= _PRINCIPAL_LIMIT:
             self._principals.clear()
         self._principals[claims.jti] = (claims, principal)
         return principal
+
+
+def principal_of(claims: AccessToken, kind: CredentialKind) -> Principal:
+    """The Principal a verified token (or browser session) acts as."""
+    person = claims.person
+    return Principal(
+        subject=claims.subject,
+        client_id=claims.client_id,
+        scopes=claims.scopes,
+        kind=kind,
+        token_id=claims.jti,
+        email=person.email if person else None,
+        name=person.name if person else None,
+        groups=person.groups if person else (),
+    )
 
 
 def bearer_token(authorization: bytes) -> bytes | None:

@@ -21,7 +21,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from gateway.tools import ToolCatalog
 
 ANY = "*"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", ANY})
-ROUTE_KEYS = frozenset({"methods", "path", "scopes", "public", "jsonrpc", "deny"})
+ROUTE_KEYS = frozenset({"methods", "path", "scopes", "public", "jsonrpc", "deny", "browser"})
 TOP_KEYS = frozenset({"extends", "routes", "tools"})
 _TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.\-/*]{1,128}")
 _NONE: frozenset[str] = frozenset()
@@ -43,11 +43,11 @@ _WRITE = frozenset({"write"})
 DEFAULT_POLICY: dict[str, Any] = {
     "routes": [
         {"methods": "GET", "path": "/api/health", "public": True},
-        {"methods": "GET", "path": "/api/*", "scopes": "read"},
-        {"methods": "GET", "path": "/api/events", "scopes": "read"},
-        {"methods": "POST PUT PATCH DELETE", "path": "/api/*", "scopes": "write"},
-        {"methods": "POST", "path": "/api/search", "scopes": "read"},
-        {"methods": "POST", "path": "/api/search/*", "scopes": "read"},
+        {"methods": "GET", "path": "/api/*", "scopes": "read", "browser": True},
+        {"methods": "GET", "path": "/api/events", "scopes": "read", "browser": True},
+        {"methods": "POST PUT PATCH DELETE", "path": "/api/*", "scopes": "write", "browser": True},
+        {"methods": "POST", "path": "/api/search", "scopes": "read", "browser": True},
+        {"methods": "POST", "path": "/api/search/*", "scopes": "read", "browser": True},
         *(
             {"methods": ANY, "path": path, "scopes": "admin"}
             for area in ("server", "config", "admin")
@@ -87,6 +87,9 @@ class Decision:
     public: bool
     scopes: frozenset[str]
     inspect_jsonrpc: bool
+    # `browser: true`: a signed-in person's session cookie also authorises the route
+    # (gateway.people.session), with that person's scopes; bearer tokens work as ever.
+    browser: bool = field(default=False, compare=False)
 
 
 _DENY = Decision(public=False, scopes=frozenset({"<deny>"}), inspect_jsonrpc=False)
@@ -258,7 +261,7 @@ def _route(
     if unknown:
         raise PolicyError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(ROUTE_KEYS)}")
     methods = _methods(entry.get("methods"), where)
-    flags = {k: entry.get(k, False) for k in ("public", "jsonrpc", "deny")}
+    flags = {k: entry.get(k, False) for k in ("public", "jsonrpc", "deny", "browser")}
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise PolicyError(f"{where}: '{name}' must be true or false")
@@ -267,7 +270,11 @@ def _route(
         raise PolicyError(f"{where}: a public or deny rule cannot also need scopes or jsonrpc")
     if flags["public"] and flags["deny"]:
         raise PolicyError(f"{where}: a rule cannot be both public and deny")
-    decision = _DENY if flags["deny"] else Decision(flags["public"], scopes, flags["jsonrpc"])
+    decision = (
+        _DENY
+        if flags["deny"]
+        else Decision(flags["public"], scopes, flags["jsonrpc"], browser=flags["browser"])
+    )
     for method in methods:
         if (method, path) in seen:
             raise PolicyError(f"{where}: duplicate rule for {method} {path}")

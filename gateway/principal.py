@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-CredentialKind = Literal["jwt", "api_key"]
+CredentialKind = Literal["jwt", "api_key", "session"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +15,10 @@ class Principal:
     scopes: frozenset[str]
     kind: CredentialKind
     token_id: str | None = None
+    # A person signed in through an identity provider (MCP_OAUTH_CONSENT=oidc|github).
+    email: str | None = None
+    name: str | None = None
+    groups: tuple[str, ...] = ()
 
     @property
     def scope(self) -> str:

@@ -11,10 +11,10 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-ConsentMode = Literal["auto", "api_key"]
+ConsentMode = Literal["auto", "api_key", "oidc", "github"]
 MIN_API_KEY_LENGTH = 16
 STORAGE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -64,6 +64,25 @@ class Settings:
     tools_refresh: float = 300.0
     cimd_dir: Path | None = None
     cimd_stale_seconds: int = 7 * 86400
+    # People (MCP_OAUTH_CONSENT=oidc|github): see _people() and gateway/people/.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_scopes: str = "openid email profile"
+    oidc_groups_claim: str = "groups"
+    github_client_id: str | None = None
+    github_client_secret: str | None = None
+    github_url: str = "https://github.com"
+    github_api_url: str = "https://api.github.com"
+    allowed_emails: tuple[str, ...] = ()
+    allowed_domains: tuple[str, ...] = ()
+    allowed_groups: tuple[str, ...] = ()
+    admin_groups: tuple[str, ...] = ()
+    allowed_github_users: tuple[str, ...] = ()
+    allowed_github_orgs: tuple[str, ...] = ()
+    session_ttl: int = 8 * 3600
+    consent_remember_ttl: int = 30 * 86400
+    provider_timeout: float = 10.0
 
     @property
     def resource(self) -> str:
@@ -161,6 +180,7 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         cimd_stale_seconds=reader.integer(
             "cimd_stale", "MCP_OAUTH_CIMD_STALE_SECONDS", 7 * 86400, low=0, high=90 * 86400
         ),
+        **_people(reader),
     )
     if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
         raise SettingsError(
@@ -170,6 +190,7 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         )
     if settings.secret_key is not None and len(settings.secret_key.encode()) < 32:
         raise SettingsError("MCP_OAUTH_SECRET_KEY must be at least 32 bytes for HS256")
+    _check_people(settings)
     return settings
 
 
@@ -205,12 +226,18 @@ def normalise_issuer(value: str) -> str:
 def _consent(value: str | None, api_key: str | None, issuer: str) -> ConsentMode:
     if value == "auto":
         return "auto"
+    if value == "oidc":
+        return "oidc"
+    if value == "github":
+        return "github"
     if value == "api_key":
         if not api_key:
             raise SettingsError("MCP_OAUTH_CONSENT=api_key needs MCP_API_KEY to approve consent")
         return "api_key"
     if value:
-        raise SettingsError(f"MCP_OAUTH_CONSENT must be 'auto' or 'api_key', got {value!r}")
+        raise SettingsError(
+            f"MCP_OAUTH_CONSENT must be 'auto', 'api_key', 'oidc' or 'github', got {value!r}"
+        )
     if api_key:
         return "api_key"
     if (urlsplit(issuer).hostname or "") in LOOPBACK_HOSTS:
@@ -219,6 +246,86 @@ def _consent(value: str | None, api_key: str | None, issuer: str) -> ConsentMode
         "the issuer is not loopback and no consent method is configured: set MCP_API_KEY "
         "(consent approved with the key) or MCP_OAUTH_CONSENT=auto (approves every request)"
     )
+
+
+def _people(reader: _Reader) -> dict[str, Any]:
+    """The sign-in settings (MCP_OAUTH_CONSENT=oidc|github), read as one block."""
+    oidc_issuer = reader.text("oidc_issuer", "MCP_OIDC_ISSUER")
+    return {
+        "oidc_issuer": oidc_issuer.rstrip("/") if oidc_issuer else None,
+        "oidc_client_id": reader.text("oidc_client_id", "MCP_OIDC_CLIENT_ID"),
+        "oidc_client_secret": reader.text("oidc_client_secret", "MCP_OIDC_CLIENT_SECRET"),
+        "oidc_scopes": " ".join(reader.words("oidc_scopes", "MCP_OIDC_SCOPES"))
+        or "openid email profile",
+        "oidc_groups_claim": reader.text("oidc_groups_claim", "MCP_OIDC_GROUPS_CLAIM") or "groups",
+        "github_client_id": reader.text("github_client_id", "MCP_GITHUB_CLIENT_ID"),
+        "github_client_secret": reader.text("github_client_secret", "MCP_GITHUB_CLIENT_SECRET"),
+        "github_url": (reader.text("github_url", "MCP_GITHUB_URL") or "https://github.com").rstrip(
+            "/"
+        ),
+        "github_api_url": (
+            reader.text("github_api_url", "MCP_GITHUB_API_URL") or "https://api.github.com"
+        ).rstrip("/"),
+        "allowed_emails": tuple(
+            w.lower() for w in reader.words("allowed_emails", "MCP_OAUTH_ALLOWED_EMAILS")
+        ),
+        "allowed_domains": tuple(
+            w.lower().lstrip("@")
+            for w in reader.words("allowed_domains", "MCP_OAUTH_ALLOWED_DOMAINS")
+        ),
+        "allowed_groups": reader.words("allowed_groups", "MCP_OAUTH_ALLOWED_GROUPS"),
+        "admin_groups": reader.words("admin_groups", "MCP_OAUTH_ADMIN_GROUPS"),
+        "allowed_github_users": tuple(
+            w.lower()
+            for w in reader.words("allowed_github_users", "MCP_OAUTH_ALLOWED_GITHUB_USERS")
+        ),
+        "allowed_github_orgs": tuple(
+            w.lower() for w in reader.words("allowed_github_orgs", "MCP_OAUTH_ALLOWED_GITHUB_ORGS")
+        ),
+        "session_ttl": 60
+        * reader.integer("session_minutes", "MCP_OAUTH_SESSION_MINUTES", 480, low=5, high=43200),
+        "consent_remember_ttl": 86400
+        * reader.integer(
+            "consent_remember_days", "MCP_OAUTH_CONSENT_REMEMBER_DAYS", 30, low=0, high=365
+        ),
+        "provider_timeout": reader.number("provider_timeout", "MCP_OIDC_TIMEOUT", 10.0),
+    }
+
+
+def _check_people(settings: Settings) -> None:
+    if settings.consent == "oidc":
+        missing = [
+            name
+            for name, value in (
+                ("MCP_OIDC_ISSUER", settings.oidc_issuer),
+                ("MCP_OIDC_CLIENT_ID", settings.oidc_client_id),
+                ("MCP_OIDC_CLIENT_SECRET", settings.oidc_client_secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise SettingsError(f"MCP_OAUTH_CONSENT=oidc needs {', '.join(missing)}")
+        assert settings.oidc_issuer is not None
+        parts = urlsplit(settings.oidc_issuer)
+        loopback = (parts.hostname or "") in LOOPBACK_HOSTS
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise SettingsError(
+                f"MCP_OIDC_ISSUER must be an https URL (http only on loopback), "
+                f"got {settings.oidc_issuer!r}"
+            )
+        if "openid" not in settings.oidc_scopes.split():
+            raise SettingsError("MCP_OIDC_SCOPES must include openid")
+    if settings.consent == "github" and not (
+        settings.github_client_id and settings.github_client_secret
+    ):
+        raise SettingsError(
+            "MCP_OAUTH_CONSENT=github needs MCP_GITHUB_CLIENT_ID and MCP_GITHUB_CLIENT_SECRET"
+        )
+    if settings.consent in ("oidc", "github") and not settings.issuer.startswith("https://"):
+        raise SettingsError(
+            f"MCP_OAUTH_CONSENT={settings.consent} needs an https issuer: the browser session "
+            "cookie is a __Host- cookie, which browsers keep only over HTTPS"
+        )
 
 
 def _storage(url: str) -> str:

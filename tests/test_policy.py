@@ -139,6 +139,45 @@ def test_every_tool_needs_write_while_the_tool_list_is_unknown(tool: str) -> Non
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "browser"),
+    [
+        ("GET", "/api/memories", True),
+        ("POST", "/api/memories", True),
+        ("POST", "/api/search", True),
+        ("DELETE", "/api/memories/x", True),
+        ("GET", "/api/server/status", False),
+        ("POST", "/mcp", False),
+        ("GET", "/mcp", False),
+    ],
+)
+def test_default_policy_browser_routes(
+    default: Policy, method: str, path: str, browser: bool
+) -> None:
+    """The routes a signed-in person's session cookie authorises (gateway.people):
+    the REST API as a dashboard calls it, never the MCP endpoint or admin areas."""
+    decision = default.match(method, path)
+    assert decision is not None
+    assert decision.browser is browser
+
+
+def test_browser_marker_in_a_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "routes:\n"
+        "  - {methods: GET, path: /, scopes: read, browser: true}\n"
+        "  - {methods: GET, path: /static/*, scopes: read, browser: true}\n"
+        "  - {methods: GET, path: /api/*, scopes: read}\n"
+    )
+    policy = Policy.load(path)
+    assert policy.match("GET", "/").browser  # type: ignore[union-attr]
+    assert policy.match("GET", "/static/app.js").browser  # type: ignore[union-attr]
+    assert not policy.match("GET", "/api/memories").browser  # type: ignore[union-attr]
+    path.write_text("routes:\n  - {methods: GET, path: /, browser: 'yes'}\n")
+    with pytest.raises(PolicyError, match="'browser' must be true or false"):
+        Policy.load(path)
+
+
+@pytest.mark.parametrize(
     ("tool", "scopes"),
     [
         ("memory_search", READ),

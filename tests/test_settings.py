@@ -90,7 +90,7 @@ def test_issuer_is_derived_from_the_listener_never_a_request(
         ({"MCP_HTTP_PORT": "http"}, "whole number"),
         ({"MCP_HTTP_PORT": "70000"}, "between"),
         ({"MCP_OAUTH_SECRET_KEY": "short"}, "32 bytes"),
-        ({"MCP_OAUTH_CONSENT": "yes"}, "'auto' or 'api_key'"),
+        ({"MCP_OAUTH_CONSENT": "yes"}, "'auto', 'api_key', 'oidc' or 'github'"),
         ({"MCP_OAUTH_CONSENT": "api_key"}, "needs MCP_API_KEY"),
         ({"MCP_OAUTH_ISSUER": "https://memory.example.com"}, "no consent method"),
         ({"MCP_GATEWAY_UPSTREAM": "https://backend:8001"}, "http:// URL"),

@@ -34,10 +34,25 @@ class AccessToken:
     expires_at: int
     jti: str
     family: str | None = None
+    person: Person | None = None
 
     @property
     def scope(self) -> str:
         return " ".join(sorted(self.scopes))
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who a person is, as the identity provider said at sign-in: carried in the token
+    (`email`, `name`, `groups` claims) so the proxy names them without a lookup."""
+
+    email: str | None = None
+    name: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+MAX_GROUPS = 64
+MAX_CLAIM_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,7 @@ class TokenService:
         audience: str,
         family: str | None = None,
         ttl: int | None = None,
+        person: Person | None = None,
     ) -> IssuedToken:
         now = int(self.clock())
         claims = AccessToken(
@@ -83,6 +99,7 @@ class TokenService:
             expires_at=now + (ttl or self.ttl),
             jti=secrets.token_urlsafe(16),
             family=family,
+            person=person,
         )
         payload: dict[str, object] = {
             "iss": self.issuer,
@@ -97,6 +114,8 @@ class TokenService:
         }
         if family:
             payload["sid"] = family
+        if person is not None:
+            payload.update(_person_claims(person))
         key = self.ring.active
         token = jwt.encode(
             payload,
@@ -179,6 +198,7 @@ def _claims(payload: dict[str, object], audience: str) -> AccessToken:
         raise InvalidToken("scope claim must be a string")
     family = payload.get("sid")
     return AccessToken(
+        person=_person(payload),
         subject=str(payload["sub"]),
         client_id=str(payload["client_id"]),
         scopes=frozenset(scope.split()),
@@ -187,4 +207,28 @@ def _claims(payload: dict[str, object], audience: str) -> AccessToken:
         expires_at=int(str(payload["exp"])),
         jti=str(payload["jti"]),
         family=str(family) if family else None,
+    )
+
+
+def _person_claims(person: Person) -> dict[str, object]:
+    claims: dict[str, object] = {}
+    if person.email:
+        claims["email"] = person.email
+    if person.name:
+        claims["name"] = person.name
+    if person.groups:
+        claims["groups"] = list(person.groups)
+    return claims
+
+
+def _person(payload: dict[str, object]) -> Person | None:
+    email, name, groups = payload.get("email"), payload.get("name"), payload.get("groups")
+    if email is None and name is None and groups is None:
+        return None
+    if not isinstance(groups, list | None) or not all(isinstance(g, str) for g in groups or []):
+        raise InvalidToken("groups claim must be a list of strings")
+    return Person(
+        email=str(email)[:MAX_CLAIM_CHARS] if email else None,
+        name=str(name)[:MAX_CLAIM_CHARS] if name else None,
+        groups=tuple(str(g)[:MAX_CLAIM_CHARS] for g in (groups or [])[:MAX_GROUPS]),
     )

@@ -48,6 +48,9 @@ IDENTITY = frozenset(
         b"x-auth-subject",
         b"x-auth-client-id",
         b"x-auth-scopes",
+        b"x-auth-email",
+        b"x-auth-name",
+        b"x-auth-groups",
         b"x-request-id",
         b"x-real-ip",
         b"forwarded",
@@ -111,7 +114,12 @@ def request_headers(
                 elif key == b"x-forwarded-host":
                     host = host or value
             continue
-        if key in REQUEST_DROP:
+        if key == b"cookie" and b"__Host-mgw-" in value:
+            # The gateway's own cookies (gateway.people.session) never go upstream.
+            value = strip_own_cookies(value)
+            if not value:
+                continue
+        elif key in REQUEST_DROP:
             if key in _CONNECTION:
                 named |= connection_tokens(value)
             elif name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
@@ -145,11 +153,19 @@ def response_headers(headers: Iterable[Header]) -> list[Header]:
 
 
 def identity_headers(principal: Principal) -> list[Header]:
-    return [
+    headers = [
         (b"x-auth-subject", header_value(principal.subject)),
         (b"x-auth-client-id", header_value(principal.client_id)),
         (b"x-auth-scopes", header_value(" ".join(sorted(principal.scopes)))),
     ]
+    # A person signed in through an identity provider (gateway.people): who they are.
+    if principal.email:
+        headers.append((b"x-auth-email", header_value(principal.email)))
+    if principal.name:
+        headers.append((b"x-auth-name", header_value(principal.name)))
+    if principal.groups:
+        headers.append((b"x-auth-groups", groups_value(principal.groups)))
+    return headers
 
 
 def header_value(text: str) -> bytes:
@@ -158,6 +174,26 @@ def header_value(text: str) -> bytes:
     if text.isascii() and text.isprintable() and "%" not in text:
         return text.encode("ascii")
     return quote(text, safe=_PRINTABLE).encode("ascii")
+
+
+_GROUP_SAFE = _PRINTABLE.replace(",", "")
+
+
+def groups_value(groups: Iterable[str]) -> bytes:
+    """Groups comma-separated; a `,` `%` or non-printable character inside a name is
+    percent-encoded, so the list splits back unambiguously."""
+    return b",".join(quote(group, safe=_GROUP_SAFE).encode("ascii") for group in groups)
+
+
+def strip_own_cookies(value: bytes) -> bytes:
+    """A Cookie header without the gateway's own `__Host-mgw-*` cookies (the browser
+    session of gateway.people is a credential: never forwarded upstream)."""
+    kept = [
+        part.strip()
+        for part in value.split(b";")
+        if part.strip() and not part.strip().startswith(b"__Host-mgw-")
+    ]
+    return b"; ".join(kept)
 
 
 def new_request_id() -> bytes:

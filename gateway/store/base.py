@@ -86,6 +86,8 @@ class PendingConsent:
     scope: str
     resource: str
     expires_at: float
+    # The person who signed in (MCP_OAUTH_CONSENT=oidc|github); None: the operator.
+    subject: str | None = None
 
 
 class ClientStore(Protocol):
@@ -160,8 +162,43 @@ class CounterStore(Protocol):
     async def increment(self, key: str, expires_at: float) -> int: ...
 
 
+# Most records `list_records` returns at once.
+MAX_LISTED_RECORDS = 1000
+
+
+class RecordStore(Protocol):
+    """Small JSON records by (kind, key) with an expiry, for the people module
+    (gateway.people): sign-ins in progress, people, their grants to clients."""
+
+    async def put_record(
+        self, kind: str, key: str, data: dict[str, Any], expires_at: float
+    ) -> None: ...
+
+    async def get_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None: ...
+
+    async def take_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        """Read and delete, atomically: exactly one caller gets a record (single use)."""
+        ...
+
+    async def delete_record(self, kind: str, key: str) -> bool: ...
+
+    async def list_records(
+        self, kind: str, prefix: str, now: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Unexpired records of `kind` whose key starts with `prefix` (at most
+        MAX_LISTED_RECORDS), by key."""
+        ...
+
+
 class Store(
-    ClientStore, CodeStore, RefreshStore, RevocationStore, ConsentStore, CounterStore, Protocol
+    ClientStore,
+    CodeStore,
+    RefreshStore,
+    RevocationStore,
+    ConsentStore,
+    CounterStore,
+    RecordStore,
+    Protocol,
 ):
     async def open(self) -> None: ...
     async def close(self) -> None: ...

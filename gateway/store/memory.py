@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Any
 
 from gateway.oauth.models import Client
 from gateway.store.base import (
     CODE_REPLAY_MEMORY,
     MAX_GRACE_SECONDS,
+    MAX_LISTED_RECORDS,
     AuthorizationCode,
     CodeRedemption,
     PendingConsent,
@@ -26,6 +29,7 @@ class MemoryStore:
         self.revocations: dict[tuple[str, str], Revocation] = {}
         self.consents: dict[str, PendingConsent] = {}
         self.counters: dict[str, tuple[int, float]] = {}
+        self.records: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
 
     async def open(self) -> None:
         return None
@@ -158,6 +162,35 @@ class MemoryStore:
         self.revocations = {k: r for k, r in self.revocations.items() if r.expires_at > now}
         self.consents = {k: p for k, p in self.consents.items() if p.expires_at > now}
         self.counters = {k: c for k, c in self.counters.items() if c[1] > now}
+        self.records = {k: r for k, r in self.records.items() if r[1] > now}
+
+    # records (gateway.people)
+
+    async def put_record(
+        self, kind: str, key: str, data: dict[str, Any], expires_at: float
+    ) -> None:
+        self.records[(kind, key)] = (json.loads(json.dumps(data)), expires_at)
+
+    async def get_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        found = self.records.get((kind, key))
+        return found[0] if found is not None and found[1] > now else None
+
+    async def take_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        found = self.records.pop((kind, key), None)
+        return found[0] if found is not None and found[1] > now else None
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        return self.records.pop((kind, key), None) is not None
+
+    async def list_records(
+        self, kind: str, prefix: str, now: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        found = sorted(
+            (key, data)
+            for (k, key), (data, expires_at) in self.records.items()
+            if k == kind and key.startswith(prefix) and expires_at > now
+        )
+        return found[:MAX_LISTED_RECORDS]
 
 
 def _forget_sealed(token: RefreshToken, now: float) -> RefreshToken:

@@ -26,6 +26,8 @@ Key layout, under a prefix (default `mgw:`, or `?prefix=` in the URL):
     consents:exp        zset    consent hash, score expires_at
     ctr:<key>           string  rate-limit counter
     ctrs:exp            zset    counter key, score expires_at
+    rec:<kind>:<key>    string  {"e": expires_at, "d": record JSON} (gateway.people)
+    recs:<kind>         zset    record key, score expires_at
 
 Scripts reach keys named by stored values (a successor, a family's members), so this
 needs one Redis primary (standalone or Sentinel-managed), not Redis Cluster.
@@ -50,6 +52,7 @@ from gateway.oauth.models import Client
 from gateway.store.base import (
     CODE_REPLAY_MEMORY,
     MAX_GRACE_SECONDS,
+    MAX_LISTED_RECORDS,
     AuthorizationCode,
     CodeRedemption,
     PendingConsent,
@@ -559,6 +562,55 @@ class RedisStore:
         pending = PendingConsent(id_hash=id_hash, **json.loads(raw))
         return pending if pending.expires_at > now else None
 
+    # records (gateway.people)
+
+    @_bounded
+    async def put_record(
+        self, kind: str, key: str, data: dict[str, Any], expires_at: float
+    ) -> None:
+        value = json.dumps({"e": expires_at, "d": data})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.key("rec", kind, key), value, ex=self.ttl(expires_at))
+            pipe.zadd(self.key("recs", kind), {key: expires_at})
+            await pipe.execute()
+
+    @_bounded
+    async def get_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        return _live_record(await self.redis.get(self.key("rec", kind, key)), now)
+
+    @_bounded
+    async def take_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(self.key("rec", kind, key))
+            pipe.zrem(self.key("recs", kind), key)
+            raw, _ = await pipe.execute()
+        return _live_record(raw, now)
+
+    @_bounded
+    async def delete_record(self, kind: str, key: str) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key("rec", kind, key))
+            pipe.zrem(self.key("recs", kind), key)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    @_bounded
+    async def list_records(
+        self, kind: str, prefix: str, now: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        index = self.key("recs", kind)
+        await self.redis.zremrangebyscore(index, "-inf", repr(now))
+        keys = [
+            k.decode() if isinstance(k, bytes) else str(k)
+            for k in await self.redis.zrangebyscore(index, f"({now!r}", "+inf")
+        ]
+        keys = sorted(k for k in keys if k.startswith(prefix))[:MAX_LISTED_RECORDS]
+        if not keys:
+            return []
+        values = await self.redis.mget([self.key("rec", kind, k) for k in keys])
+        found = [(k, _live_record(v, now)) for k, v in zip(keys, values, strict=True)]
+        return [(k, data) for k, data in found if data is not None]
+
     # counters
 
     @_bounded
@@ -631,3 +683,13 @@ def _refresh_from(token_hash: str, fields: Mapping[bytes, bytes]) -> RefreshToke
 def _revocation(member: bytes, score: float) -> Revocation:
     kind, _, value = member.decode().partition(":")
     return Revocation(cast(RevocationKind, kind), value, float(score))
+
+
+def _live_record(raw: Any, now: float) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    envelope = json.loads(raw)
+    if float(envelope["e"]) <= now:
+        return None
+    data: dict[str, Any] = envelope["d"]
+    return data

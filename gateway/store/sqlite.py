@@ -20,6 +20,7 @@ from gateway.oauth.models import Client
 from gateway.store.base import (
     CODE_REPLAY_MEMORY,
     MAX_GRACE_SECONDS,
+    MAX_LISTED_RECORDS,
     AuthorizationCode,
     CodeRedemption,
     PendingConsent,
@@ -62,6 +63,10 @@ CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS consents_expiry ON consents (expires_at);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 """
 
 REFRESH_COLUMNS = (
@@ -338,8 +343,52 @@ class SqliteStore:
                 self.db.execute("DELETE FROM revocations WHERE expires_at <= ?", (now,))
                 self.db.execute("DELETE FROM consents WHERE expires_at <= ?", (now,))
                 self.db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
+                self.db.execute("DELETE FROM records WHERE expires_at <= ?", (now,))
 
         await self._run(prune)
+
+    # records (gateway.people)
+
+    async def put_record(
+        self, kind: str, key: str, data: dict[str, Any], expires_at: float
+    ) -> None:
+        await self._exec(
+            "INSERT OR REPLACE INTO records (kind, key, data, expires_at) VALUES (?, ?, ?, ?)",
+            (kind, key, json.dumps(data), expires_at),
+        )
+
+    async def get_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        row = await self._one(
+            "SELECT data FROM records WHERE kind = ? AND key = ? AND expires_at > ?",
+            (kind, key, now),
+        )
+        return _record(row[0]) if row is not None else None
+
+    async def take_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
+        def take() -> list[tuple[Any, ...]]:
+            return self.db.execute(
+                "DELETE FROM records WHERE kind = ? AND key = ? RETURNING data, expires_at",
+                (kind, key),
+            ).fetchall()
+
+        rows = await self._run(take)
+        return _record(rows[0][0]) if rows and rows[0][1] > now else None
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        return await self._exec("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key)) > 0
+
+    async def list_records(
+        self, kind: str, prefix: str, now: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        def select() -> list[tuple[str, dict[str, Any]]]:
+            rows = self.db.execute(
+                "SELECT key, data FROM records WHERE kind = ? AND substr(key, 1, ?) = ? "
+                "AND expires_at > ? ORDER BY key LIMIT ?",
+                (kind, len(prefix), prefix, now, MAX_LISTED_RECORDS),
+            ).fetchall()
+            return [(str(key), _record(data)) for key, data in rows]
+
+        return await self._run(select)
 
     async def _exec(self, sql: str, params: tuple[Any, ...]) -> int:
         def execute() -> int:
@@ -373,3 +422,9 @@ def _refresh_row(token: RefreshToken) -> tuple[Any, ...]:
         token.successor_hash,
         token.sealed_successor,
     )
+
+
+def _record(data: str) -> dict[str, Any]:
+    decoded = json.loads(data)
+    assert isinstance(decoded, dict)
+    return decoded
