@@ -1,4 +1,4 @@
-"""memory-gateway: serve | dev | certs | keys."""
+"""memory-gateway: serve | dev | certs | keys | people."""
 
 from __future__ import annotations
 
@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     key_cmd.add_argument("action", choices=["list", "rotate"])
     key_cmd.add_argument("--state-dir", type=Path)
     key_cmd.set_defaults(handler=_keys)
+
+    from gateway.people import cli as people_cli
+
+    people_cli.add_parser(commands)
     return parser
 
 

@@ -25,6 +25,7 @@ from gateway.oauth.server import (
     is_authorization_path,
 )
 from gateway.oauth.tokens import AccessToken, TokenService
+from gateway.people.session import Sessions
 from gateway.policy import load_policy
 from gateway.proxy import ProxyApp
 from gateway.settings import Settings
@@ -128,6 +129,7 @@ def create_app(
         authenticator=authenticator,
         challenges=Challenges(f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"),
         policy=load_policy(settings, catalog),
+        sessions=_sessions(authorization),
     )
     return Gateway(authorization, proxy, _tool_refresher(settings, catalog))
 
@@ -140,6 +142,12 @@ def _tool_refresher(settings: Settings, catalog: ToolCatalog) -> ToolRefresher:
         timeout=min(settings.upstream_header_timeout, 10.0),
     )
     return ToolRefresher(catalog, lister, refresh=settings.tools_refresh)
+
+
+def _sessions(authorization: AuthorizationServer | None) -> Sessions | None:
+    """Browser sessions of signed-in people (gateway.people), when sign-in is on."""
+    people = authorization.context.people if authorization and authorization.context else None
+    return people.sessions if people is not None else None
 
 
 def _token_service(

@@ -1,7 +1,8 @@
 """The authorization endpoint (RFC 6749 §4.1, PROTOCOL A1-A7) as rules, no HTTP.
 
-The gateway has one resource owner, the operator, so every code carries the subject
-`RESOURCE_OWNER` whatever the consent mode; clients are told apart by `client_id`.
+With `auto` and `api_key` consent the gateway has one resource owner, the operator, and
+every code carries the subject `RESOURCE_OWNER`; with `oidc` / `github` consent a code
+carries the signed-in person's subject (gateway.people).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def new_code(pending: PendingConsent, *, ttl: int, now: float) -> tuple[str, Aut
         code_challenge=pending.code_challenge,
         scope=pending.scope,
         resource=pending.resource,
-        subject=RESOURCE_OWNER,
+        subject=pending.subject or RESOURCE_OWNER,
         family=secrets.token_urlsafe(16),
         expires_at=now + ttl,
     )

@@ -71,6 +71,8 @@ class AuthorizeHandler:
         )
         if self.ctx.settings.consent == "auto":
             return await approve(self.ctx, pending)
+        if self.ctx.people is not None:
+            return await self.ctx.people.begin(request, client, pending)
         return await ask_consent(self.ctx, client, pending)
 
     async def _client(self, client_id: str | None) -> Client:
@@ -106,6 +108,8 @@ class ConsentHandler:
             audit.info("oauth authorization denied by the user: client=%s", client.client_id)
             denied = AccessDenied("the resource owner denied the request")
             return error_redirect(self.ctx, pending.redirect_uri, denied, pending.state)
+        if pending.subject is not None and self.ctx.people is not None:
+            return await self.ctx.people.approve_signed_in(request, client, pending)
         if not same_secret(form.get("api_key"), self.ctx.settings.api_key):
             audit.warning(
                 "oauth consent refused: wrong API key for client=%s from %s",
@@ -119,6 +123,8 @@ class ConsentHandler:
 async def approve(ctx: Context, pending: PendingConsent) -> Response:
     code, record = new_code(pending, ttl=ctx.settings.code_ttl, now=ctx.clock())
     await ctx.store.save_code(record)
+    if ctx.people is not None and pending.subject is not None:
+        await ctx.people.granted(pending, record)
     audit.info(
         "oauth authorization granted: client=%s scope=%r redirect_host=%s",
         pending.client_id,
@@ -130,7 +136,12 @@ async def approve(ctx: Context, pending: PendingConsent) -> Response:
 
 
 async def ask_consent(
-    ctx: Context, client: Client, pending: PendingConsent, *, failed: bool = False
+    ctx: Context,
+    client: Client,
+    pending: PendingConsent,
+    *,
+    failed: bool = False,
+    person: str | None = None,
 ) -> Response:
     consent_id = secrets.token_urlsafe(32)
     await ctx.store.save_consent(
@@ -143,6 +154,7 @@ async def ask_consent(
         redirect_uri=pending.redirect_uri,
         scope=pending.scope,
         failed=failed,
+        person=person,
     )
 
 

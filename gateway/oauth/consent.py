@@ -53,8 +53,16 @@ SCOPE_MEANINGS = {
 
 
 def consent_page(
-    *, consent_id: str, client_name: str, redirect_uri: str, scope: str, failed: bool = False
+    *,
+    consent_id: str,
+    client_name: str,
+    redirect_uri: str,
+    scope: str,
+    failed: bool = False,
+    person: str | None = None,
 ) -> HTMLResponse:
+    """The page; `person` (a signed-in person's email or name) replaces the API-key
+    field: that person approves for themselves."""
     scopes = "".join(
         f"<li><code>{escape(s)}</code> {escape(SCOPE_MEANINGS.get(s, ''))}</li>"
         for s in scope.split()
@@ -69,13 +77,22 @@ After approval you are sent back to <strong>{escape(redirect_host(redirect_uri))
 <p>It may:</p><ul>{scopes}</ul>{warning}
 <form method="post" action="/oauth/authorize/consent">
 <input type="hidden" name="consent_id" value="{escape(consent_id)}">
-<p><label>Approve with the gateway's API key<br>
-<input type="password" name="api_key" autocomplete="current-password" autofocus></label></p>
+{_approver(person)}
 <p><button type="submit" name="decision" value="approve">Approve</button>
 <button type="submit" name="decision" value="deny">Deny</button></p>
 </form></body></html>"""
     status = 401 if failed else 200
     return HTMLResponse(body, status_code=status, headers=consent_headers(redirect_uri))
+
+
+def _approver(person: str | None) -> str:
+    if person is not None:
+        return (
+            f"<p>Signed in as <strong>{escape(person)}</strong> "
+            '(<a href="/oauth/logout">not you?</a>).</p>'
+        )
+    return """<p><label>Approve with the gateway's API key<br>
+<input type="password" name="api_key" autocomplete="current-password" autofocus></label></p>"""
 
 
 def error_page(error: OAuthError) -> HTMLResponse:

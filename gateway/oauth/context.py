@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 
@@ -18,6 +18,9 @@ from gateway.proxy.headers import Network
 from gateway.ratelimit import RateLimiter, client_address
 from gateway.settings import Settings
 from gateway.store.base import Store
+
+if TYPE_CHECKING:
+    from gateway.people.flow import People
 
 
 class ClientResolver(Protocol):
@@ -37,6 +40,8 @@ class Context:
     resolver: ClientResolver | None = None
     clock: Callable[[], float] = field(default=time.time)
     trusted_proxies: tuple[Network, ...] = ()
+    # Sign-in through an identity provider (MCP_OAUTH_CONSENT=oidc|github).
+    people: People | None = None
 
     async def find_client(self, client_id: str) -> Client | None:
         """A registered client, or one described by its metadata document URL."""

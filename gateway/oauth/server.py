@@ -38,6 +38,7 @@ from gateway.oauth.revocation import RevocationCache, Revoker, max_staleness
 from gateway.oauth.revoke import RevokeHandler
 from gateway.oauth.token import TokenHandler
 from gateway.oauth.tokens import TokenService
+from gateway.people.provider import IdentityProvider
 from gateway.proxy.headers import parse_networks
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
@@ -143,8 +144,10 @@ def build_authorization_server(
         clock=clock,
         trusted_proxies=parse_networks(settings.trusted_proxies),
     )
+    if settings.consent in ("oidc", "github"):
+        closers.append(_people(ctx, clock))
     app = Starlette(
-        routes=routes(ctx),
+        routes=routes(ctx) + people_routes(ctx),
         exception_handlers={
             OAuthError: _oauth_error,
             StoreUnavailable: _store_unavailable,
@@ -199,6 +202,50 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/token", token, methods=["POST"]),
         Route("/oauth/revoke", RevokeHandler(ctx).__call__, methods=["POST"]),
         Route("/oauth/introspect", IntrospectHandler(ctx).__call__, methods=["POST"]),
+    ]
+
+
+def _people(ctx: Context, clock: Callable[[], float]) -> Callable[[], Awaitable[None]]:
+    """Sign-in through an identity provider (gateway.people) on the context; its closer."""
+    from gateway.people.flow import People
+    from gateway.people.identity import Admission
+    from gateway.people.session import Sessions
+
+    settings = ctx.settings
+    provider: IdentityProvider
+    if settings.consent == "github":
+        from gateway.people.github import GithubProvider
+
+        provider = GithubProvider(settings)
+    else:
+        from gateway.people.oidc import OidcProvider
+
+        provider = OidcProvider(settings, clock=clock)
+    admission = Admission.from_settings(settings)
+    if admission.open:
+        logger.warning(
+            "MCP_OAUTH_CONSENT=%s with no MCP_OAUTH_ALLOWED_* rule: everyone %s "
+            "authenticates may sign in",
+            settings.consent,
+            provider.label,
+        )
+    sessions = Sessions(
+        ctx.tokens, settings.issuer, settings.session_ttl, ctx.revocations.is_revoked
+    )
+    ctx.people = People(ctx, provider, admission, sessions, clock=clock)
+    return provider.aclose
+
+
+def people_routes(ctx: Context) -> list[BaseRoute]:
+    people = ctx.people
+    if people is None:
+        return []
+    return [
+        Route("/oauth/callback", people.callback, methods=["GET"]),
+        Route("/oauth/login", people.login, methods=["GET"]),
+        Route("/oauth/logout", people.logout, methods=["GET", "POST"]),
+        Route("/oauth/apps", people.apps, methods=["GET"]),
+        Route("/oauth/apps/revoke", people.revoke_app, methods=["POST"]),
     ]
 
 

@@ -23,6 +23,7 @@ from gateway.oauth.models import Client
 from gateway.oauth.pkce import verifier_matches
 from gateway.oauth.resource import resolve_resource
 from gateway.oauth.scopes import format_scope, grant_scopes, narrow_scopes, parse_scope
+from gateway.oauth.tokens import Person
 from gateway.store.base import AuthorizationCode, hash_secret
 
 Body = dict[str, object]
@@ -99,7 +100,10 @@ async def authorization_code(ctx: Context, client: Client, form: Mapping[str, st
         if not saved:
             # A replay of this code revoked the family while we were exchanging it (T4).
             raise InvalidGrant("authorization code already used; its grant has been revoked")
-    return token_body(ctx, client, code.subject, scopes, code.resource, code.family, refresh_token)
+    person, scopes = await _person(ctx, code.subject, client, code.family, scopes)
+    return token_body(
+        ctx, client, code.subject, scopes, code.resource, code.family, refresh_token, person
+    )
 
 
 async def refresh_token(ctx: Context, client: Client, form: Mapping[str, str]) -> Body:
@@ -111,6 +115,7 @@ async def refresh_token(ctx: Context, client: Client, form: Mapping[str, str]) -
     scopes = narrow_scopes(form.get("scope"), parse_scope(current.scope))
     if requested_resource(ctx, form) != current.resource:
         raise InvalidTarget("resource differs from the original grant")
+    person, scopes = await _person(ctx, current.subject, client, current.family, scopes)
     successor = await refresh.rotate(
         ctx.store,
         ctx.revoker,
@@ -121,7 +126,7 @@ async def refresh_token(ctx: Context, client: Client, form: Mapping[str, str]) -
         grace=ctx.settings.refresh_grace_seconds,
     )
     return token_body(
-        ctx, client, current.subject, scopes, current.resource, current.family, successor
+        ctx, client, current.subject, scopes, current.resource, current.family, successor, person
     )
 
 
@@ -146,6 +151,16 @@ GRANTS: dict[str, Grant] = {
 }
 
 
+async def _person(
+    ctx: Context, subject: str, client: Client, family: str, scopes: frozenset[str]
+) -> tuple[Person | None, frozenset[str]]:
+    """The signed-in person a grant acts for, and its scopes within what they may hold
+    now (gateway.people); (None, scopes) for the operator's grants."""
+    if ctx.people is None:
+        return None, scopes
+    return await ctx.people.token_person(subject, client.client_id, family, scopes)
+
+
 def token_body(
     ctx: Context,
     client: Client,
@@ -154,9 +169,15 @@ def token_body(
     resource: str,
     family: str | None,
     refresh_value: str | None,
+    person: Person | None = None,
 ) -> Body:
     issued = ctx.tokens.issue(
-        subject=subject, client_id=client.client_id, scopes=scopes, audience=resource, family=family
+        subject=subject,
+        client_id=client.client_id,
+        scopes=scopes,
+        audience=resource,
+        family=family,
+        person=person,
     )
     body: Body = {
         "access_token": issued.token,

@@ -34,7 +34,14 @@ from gateway.proxy.headers import (
     request_headers,
 )
 from gateway.proxy.paths import canonical_path
-from gateway.proxy.ports import Authenticator, Challenges, Decision, Header, Policy
+from gateway.proxy.ports import (
+    Authenticator,
+    Challenges,
+    Decision,
+    Header,
+    Policy,
+    SessionAuth,
+)
 from gateway.proxy.replies import Answer, error_answer, raw_answer, send_answer
 from gateway.proxy.upstream import UpstreamPool
 from gateway.ratelimit import FailureCounter, client_address, limit_key
@@ -64,6 +71,7 @@ class ProxyApp:
         challenges: Challenges,
         policy: Policy,
         max_inspected_body: int = MAX_INSPECTED_BODY,
+        sessions: SessionAuth | None = None,
     ) -> None:
         origin = urlsplit(settings.upstream)
         host, port = origin.hostname or "127.0.0.1", origin.port or 80
@@ -89,6 +97,8 @@ class ProxyApp:
         self.upstream_credential: list[Header] = (
             [(b"authorization", b"Bearer " + key.encode("ascii"))] if key else []
         )
+        # Signed-in people's browser sessions, for routes the policy marks `browser`.
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -206,11 +216,23 @@ class ProxyApp:
             raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
         except OAuthError as exc:
             raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
+        if principal is None and found.cookie is not None and decision.browser:
+            principal = self._session(request)
         if principal is None:
             raise Denied(self.challenges.unauthorized(decision.scopes, None))
         if not decision.scopes <= principal.scopes:
             raise Denied(self.challenges.forbidden(decision.scopes))
         return principal
+
+    def _session(self, request: _Request) -> Principal | None:
+        """A person's browser session on a `browser` route (gateway.people.session)."""
+        if self.sessions is None:
+            return None
+        found = request.found
+        try:
+            return self.sessions.for_request(found.cookie, request.method, found.origin)
+        except OAuthError as exc:
+            raise Denied(self.challenges.error(exc)) from None
 
     def _failures_key(self, request: _Request) -> str:
         forwarded = [
@@ -279,13 +301,22 @@ class _Request:
 class Found:
     """The few request headers the pipeline reads, found in one pass."""
 
-    __slots__ = ("api_key", "authorization", "content_length", "has_body", "host", "origin")
+    __slots__ = (
+        "api_key",
+        "authorization",
+        "content_length",
+        "cookie",
+        "has_body",
+        "host",
+        "origin",
+    )
 
     def __init__(self) -> None:
         self.authorization: bytes | None = None
         self.api_key: bytes | None = None
         self.content_length: bytes | None = None
         self.origin: bytes | None = None
+        self.cookie: bytes | None = None
         self.host = b""
         self.has_body = False
 
@@ -306,4 +337,6 @@ def scan(headers: list[Header]) -> Found:
             found.has_body = True
         elif name == b"origin":
             found.origin = value
+        elif name == b"cookie":
+            found.cookie = value if found.cookie is None else found.cookie + b"; " + value
     return found

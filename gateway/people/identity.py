@@ -1,0 +1,143 @@
+"""Who signed in, who may, and with which scopes: pure rules, no I/O.
+
+Admission (MCP_OAUTH_ALLOWED_EMAILS / _DOMAINS / _GROUPS, and for GitHub _USERS / _ORGS):
+any match admits; with no rule at all everyone the provider authenticates is admitted.
+An email counts only when the provider does not say it is unverified. Scopes: everyone
+admitted may hold `read write offline_access`; `admin` only members of
+MCP_OAUTH_ADMIN_GROUPS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.oauth.tokens import MAX_CLAIM_CHARS, MAX_GROUPS, Person
+from gateway.settings import Settings
+
+PERSON_SCOPES = frozenset({"read", "write", "offline_access"})
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A person as the identity provider described them at sign-in."""
+
+    subject: str
+    email: str | None = None
+    email_verified: bool | None = None
+    name: str | None = None
+    groups: tuple[str, ...] = ()
+    login: str | None = None  # GitHub user name
+
+    @property
+    def person(self) -> Person:
+        return Person(email=self.email, name=self.name, groups=self.groups)
+
+    @property
+    def label(self) -> str:
+        return self.email or self.login or self.name or self.subject
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "email": self.email,
+            "email_verified": self.email_verified,
+            "name": self.name,
+            "groups": list(self.groups),
+            "login": self.login,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SignedIn:
+        return cls(
+            subject=str(data["subject"]),
+            email=data.get("email"),
+            email_verified=data.get("email_verified"),
+            name=data.get("name"),
+            groups=tuple(data.get("groups") or ()),
+            login=data.get("login"),
+        )
+
+
+@dataclass(frozen=True)
+class Admission:
+    emails: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    github_users: frozenset[str] = frozenset()
+    github_orgs: frozenset[str] = frozenset()
+    admin_groups: frozenset[str] = frozenset()
+    ceilings: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Admission:
+        return cls(
+            emails=frozenset(settings.allowed_emails),
+            domains=frozenset(settings.allowed_domains),
+            groups=frozenset(settings.allowed_groups),
+            github_users=frozenset(settings.allowed_github_users),
+            github_orgs=frozenset(settings.allowed_github_orgs),
+            admin_groups=frozenset(settings.admin_groups),
+        )
+
+    @property
+    def open(self) -> bool:
+        """No rule set: everyone the provider authenticates is admitted."""
+        return not (self.emails or self.domains or self.groups or self.github_users) and not (
+            self.github_orgs
+        )
+
+    def refusal(self, who: SignedIn) -> str | None:
+        """None when `who` is admitted; otherwise why not, in words for a page."""
+        if self.open:
+            return None
+        email = verified_email(who)
+        if email is not None and email in self.emails:
+            return None
+        if email is not None and email.rpartition("@")[2] in self.domains:
+            return None
+        if self.groups & set(who.groups):
+            return None
+        if who.login is not None and who.login.lower() in self.github_users:
+            return None
+        if self.github_orgs & {g.lower() for g in who.groups}:
+            return None
+        return _why(who, email)
+
+    def scopes(self, who: SignedIn) -> frozenset[str]:
+        """The most this person may hold."""
+        scopes = PERSON_SCOPES
+        if self.admin_groups & set(who.groups):
+            scopes = scopes | {"admin"}
+        return scopes
+
+
+def verified_email(who: SignedIn) -> str | None:
+    if not who.email or who.email_verified is False:
+        return None
+    return who.email.lower()
+
+
+def _why(who: SignedIn, email: str | None) -> str:
+    if who.email and email is None:
+        return f"the provider has not verified the address {who.email}"
+    if email is None:
+        return "the provider gave no email address, and no allowed group or user matches"
+    return f"{email} is not among the allowed addresses, domains or groups"
+
+
+def claim_text(value: object) -> str | None:
+    """A string claim, bounded; anything else counts as absent."""
+    if isinstance(value, str) and value:
+        return value[:MAX_CLAIM_CHARS]
+    return None
+
+
+def claim_groups(value: object) -> tuple[str, ...]:
+    """A groups claim: a list of strings (or one string), bounded."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return ()
+    return tuple(g[:MAX_CLAIM_CHARS] for g in value if isinstance(g, str) and g)[:MAX_GROUPS]
