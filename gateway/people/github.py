@@ -18,7 +18,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.integrations.httpx_client import OAuthError as AuthlibOAuthError
 
 from gateway.people.identity import SignedIn, claim_text
-from gateway.people.provider import ProviderError, describe, get_json
+from gateway.people.provider import TRANSPORT_ERRORS, ProviderError, describe, get_json
 from gateway.settings import Settings
 
 GITHUB_SCOPES = "read:user user:email read:org"
@@ -75,7 +75,7 @@ class GithubProvider:
                 )
             except AuthlibOAuthError as exc:
                 raise ProviderError(f"GitHub refused the code: {exc.error}") from None
-            except httpx.HTTPError as exc:
+            except TRANSPORT_ERRORS as exc:
                 raise ProviderError(
                     f"GitHub cannot be reached: {describe(exc)}", unreachable=True
                 ) from None

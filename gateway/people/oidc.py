@@ -22,7 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from gateway.people.identity import SignedIn, claim_groups, claim_text
-from gateway.people.provider import ProviderError, describe, get_json
+from gateway.people.provider import TRANSPORT_ERRORS, ProviderError, describe, get_json
 from gateway.settings import Settings
 
 DISCOVERY_TTL = 3600.0
@@ -83,7 +83,7 @@ class OidcProvider:
                 )
             except AuthlibOAuthError as exc:
                 raise ProviderError(f"the provider refused the code: {exc.error}") from None
-            except httpx.HTTPError as exc:
+            except TRANSPORT_ERRORS as exc:
                 raise ProviderError(
                     f"the provider's token endpoint cannot be reached: {describe(exc)}",
                     unreachable=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 from typing import Any, Protocol
 
@@ -11,6 +13,18 @@ from gateway.people.identity import SignedIn
 
 # The most a provider's discovery document, key set, token or user answer may hold.
 MAX_PROVIDER_BODY = 1024 * 1024
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Authlib's httpx integration uses the `httpx2` package when it is installed (the
+    MCP SDK brings it) and `httpx` otherwise: a failed request raises either's errors."""
+    errors: list[type[Exception]] = [httpx.HTTPError]
+    with contextlib.suppress(ImportError, AttributeError):
+        errors.append(importlib.import_module("httpx2").HTTPError)
+    return tuple(errors)
+
+
+TRANSPORT_ERRORS = _transport_errors()
 
 
 class ProviderError(Exception):
