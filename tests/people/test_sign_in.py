@@ -201,3 +201,43 @@ async def test_tampered_and_replayed_callbacks_are_refused(people: PeopleStack) 
     assert "already used" in again.text
     await first.aclose()
     await second.aclose()
+
+
+def request_head(wire: str, marker: str) -> str:
+    """The request line and headers (as sent upstream) of the request naming `marker`."""
+    start = wire.index(marker)
+    start = wire.rfind("\r\n\r\n", 0, start) + 4 if "\r\n\r\n" in wire[:start] else 0
+    return wire[start : wire.index("\r\n\r\n", start) + 2].lower()
+
+
+@pytest.mark.parametrize("path_kind", ["fast", "asgi"])
+async def test_person_headers_from_clients_are_stripped_on_both_paths(
+    people: PeopleStack, path_kind: str
+) -> None:
+    """A bodyless GET takes the server protocol's fast path, a POST with a body the
+    ASGI path: on both, client-sent X-Auth-* (any spelling) are dropped and the
+    person's own are sent."""
+    agent, _, body = await sign_in_and_grant(people, "bob", scope="read write")
+    await agent.aclose()
+    marker = f"probe-{path_kind}-{secrets.token_hex(6)}"
+    headers = {
+        "Authorization": f"Bearer {body['access_token']}",
+        "X-Auth-Email": "spoofed-ceo@example.com",
+        "X_Auth_Groups": "spoofed-admins",
+        "x.auth.name": "spoofed CEO",
+        "X-Auth-Subject": "spoofed-ceo",
+    }
+    with gateway_http(people) as http:
+        if path_kind == "fast":
+            answer = http.get(f"/api/memories?{marker}=1", headers=headers)
+        else:
+            answer = http.post(
+                f"/api/memories?{marker}=1", headers=headers, json={"content": marker}
+            )
+        assert answer.status_code == 200, answer.text
+    head = request_head(people.tap.text(), marker)
+    assert "spoofed" not in head
+    assert "x-auth-email: bob@example.com\r\n" in head
+    assert "x-auth-groups: staff\r\n" in head
+    assert "x-auth-name: bob builder\r\n" in head
+    assert "x-auth-subject: bob\r\n" in head
