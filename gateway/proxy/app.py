@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from gateway import cors
 from gateway.errors import (
@@ -219,6 +219,8 @@ class ProxyApp:
         if principal is None and found.cookie is not None and decision.browser:
             principal = self._session(request)
         if principal is None:
+            if decision.browser and self.sessions is not None and _wants_page(request):
+                raise Denied(_SignIn(request.raw_path, request.query))
             raise Denied(self.challenges.unauthorized(decision.scopes, None))
         if not decision.scopes <= principal.scopes:
             raise Denied(self.challenges.forbidden(decision.scopes))
@@ -267,6 +269,30 @@ class ProxyApp:
 
     def _forwarding(self, peer: str, found: Found) -> Forwarding:
         return Forwarding(peer.encode(), self.proto, found.host, is_trusted(peer, self.trusted))
+
+
+def _wants_page(request: _Request) -> bool:
+    """A browser navigating (GET for HTML), not a script or an API client."""
+    if request.method != "GET":
+        return False
+    accept = next((v for n, v in request.headers if n == b"accept"), b"")
+    return b"text/html" in accept
+
+
+class _SignIn:
+    """303 to the people sign-in (gateway.people), back to this page afterwards."""
+
+    status = 303
+
+    def __init__(self, raw_path: bytes, query: bytes) -> None:
+        target = raw_path + (b"?" + query if query else b"")
+        location = b"/oauth/login?" + urlencode({"return_to": target.decode("latin-1")}).encode()
+        self.headers: list[Header] = [
+            (b"location", location),
+            (b"cache-control", b"no-store"),
+            (b"content-length", b"0"),
+        ]
+        self.body = b""
 
 
 def _preflight(request: _Request) -> Answer | None:
