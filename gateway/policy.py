@@ -28,14 +28,14 @@ from typing import Any
 import yaml
 
 from gateway.errors import InvalidRequest
-from gateway.oauth.models import RESOURCE_SCOPES
+from gateway.oauth.models import RESOURCE_SCOPES, SUPPORTED_SCOPES
 from gateway.settings import Settings
 from gateway.tools import ToolCatalog
 
 ANY = "*"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", ANY})
 ROUTE_KEYS = frozenset({"methods", "path", "scopes", "public", "jsonrpc", "deny", "browser"})
-TOP_KEYS = frozenset({"extends", "routes", "tools"})
+TOP_KEYS = frozenset({"extends", "routes", "tools", "people"})
 _TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.\-/*]{1,128}")
 _NONE: frozenset[str] = frozenset()
 _WRITE = frozenset({"write"})
@@ -102,6 +102,17 @@ class _Spec:
 
     routes: dict[tuple[str, str], Decision]
     tools: dict[str, frozenset[str]]
+    people: tuple[Ceiling, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    """`people:` entry: signed-in people in these groups or with these emails may hold
+    at most these scopes (gateway.people; `admin` comes only from MCP_OAUTH_ADMIN_GROUPS)."""
+
+    groups: frozenset[str]
+    emails: frozenset[str]
+    scopes: frozenset[str]
 
 
 class Policy:
@@ -116,6 +127,7 @@ class Policy:
                 self._exact.setdefault(pattern, {})[method] = decision
         ordered = sorted(prefixes.items(), key=lambda item: -len(item[0]))
         self._prefixes: tuple[tuple[str, MethodTable], ...] = tuple(ordered)
+        self.people = spec.people
         self._tools = {k: v for k, v in spec.tools.items() if "*" not in k}
         self._globs = tuple(
             (re.compile(".*".join(map(re.escape, k.split("*")))), v)
@@ -208,7 +220,7 @@ def _extend(base: _Spec, spec: _Spec) -> _Spec:
     """The default with the file's rules added; a file rule replaces the same (method, path)
     or tool pattern, and the file's globs are tried before the default's."""
     tools = {**spec.tools, **{k: v for k, v in base.tools.items() if k not in spec.tools}}
-    return _Spec(routes={**base.routes, **spec.routes}, tools=tools)
+    return _Spec(routes={**base.routes, **spec.routes}, tools=tools, people=spec.people)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -246,7 +258,37 @@ def _parse(data: Mapping[str, Any], source: str) -> _Spec:
     return _Spec(
         routes=parsed,
         tools={_tool(k, source): _scopes(v, f"{source}: tools[{k!r}]") for k, v in tools.items()},
+        people=_people(data.get("people", []), source),
     )
+
+
+def _people(entries: object, source: str) -> tuple[Ceiling, ...]:
+    if not isinstance(entries, list):
+        raise PolicyError(f"{source}: 'people' must be a list of {{groups, emails, scopes}}")
+    ceilings = []
+    for index, entry in enumerate(entries):
+        where = f"{source}: people[{index}]"
+        if not isinstance(entry, dict) or set(entry) - {"groups", "emails", "scopes"}:
+            raise PolicyError(f"{where}: an entry has 'groups' and/or 'emails', and 'scopes'")
+        names = {}
+        for key in ("groups", "emails"):
+            value = entry.get(key, [])
+            value = value.replace(",", " ").split() if isinstance(value, str) else value
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise PolicyError(f"{where}: '{key}' must be a list of names")
+            names[key] = frozenset(v.lower() if key == "emails" else v for v in value)
+        if not names["groups"] and not names["emails"]:
+            raise PolicyError(f"{where}: name some 'groups' or 'emails'")
+        raw = entry.get("scopes", "")
+        listed = raw.split() if isinstance(raw, str) else raw
+        valid = isinstance(listed, list) and all(isinstance(n, str) for n in listed)
+        scopes = frozenset(listed) if valid else frozenset()
+        if not scopes or not scopes <= set(SUPPORTED_SCOPES):
+            raise PolicyError(f"{where}: 'scopes' must name some of {', '.join(SUPPORTED_SCOPES)}")
+        if "admin" in scopes:
+            raise PolicyError(f"{where}: admin comes only from MCP_OAUTH_ADMIN_GROUPS")
+        ceilings.append(Ceiling(names["groups"], names["emails"], scopes))
+    return tuple(ceilings)
 
 
 def _route(

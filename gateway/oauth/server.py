@@ -221,7 +221,9 @@ def _people(ctx: Context, clock: Callable[[], float]) -> Callable[[], Awaitable[
         from gateway.people.oidc import OidcProvider
 
         provider = OidcProvider(settings, clock=clock)
-    admission = Admission.from_settings(settings)
+    from gateway.policy import load_policy
+
+    admission = Admission.from_settings(settings, load_policy(settings).people)
     if admission.open:
         logger.warning(
             "MCP_OAUTH_CONSENT=%s with no MCP_OAUTH_ALLOWED_* rule: everyone %s "

@@ -4,16 +4,18 @@ Admission (MCP_OAUTH_ALLOWED_EMAILS / _DOMAINS / _GROUPS, and for GitHub _USERS 
 any match admits; with no rule at all everyone the provider authenticates is admitted.
 An email counts only when the provider does not say it is unverified. Scopes: everyone
 admitted may hold `read write offline_access`; `admin` only members of
-MCP_OAUTH_ADMIN_GROUPS.
+MCP_OAUTH_ADMIN_GROUPS. The policy file's `people:` entries lower the ceiling of the
+groups and emails they name (docs/policy.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.oauth.tokens import MAX_CLAIM_CHARS, MAX_GROUPS, Person
+from gateway.policy import Ceiling
 from gateway.settings import Settings
 
 PERSON_SCOPES = frozenset({"read", "write", "offline_access"})
@@ -68,11 +70,12 @@ class Admission:
     github_users: frozenset[str] = frozenset()
     github_orgs: frozenset[str] = frozenset()
     admin_groups: frozenset[str] = frozenset()
-    ceilings: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    ceilings: tuple[Ceiling, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Admission:
+    def from_settings(cls, settings: Settings, ceilings: tuple[Ceiling, ...] = ()) -> Admission:
         return cls(
+            ceilings=ceilings,
             emails=frozenset(settings.allowed_emails),
             domains=frozenset(settings.allowed_domains),
             groups=frozenset(settings.allowed_groups),
@@ -106,8 +109,15 @@ class Admission:
         return _why(who, email)
 
     def scopes(self, who: SignedIn) -> frozenset[str]:
-        """The most this person may hold."""
-        scopes = PERSON_SCOPES
+        """The most this person may hold: the union of the policy's `people:` ceilings
+        they match (PERSON_SCOPES when none does), and `admin` for the admin groups."""
+        email = verified_email(who)
+        matched = [
+            c.scopes
+            for c in self.ceilings
+            if c.groups & set(who.groups) or (email is not None and email in c.emails)
+        ]
+        scopes = frozenset().union(*matched) if matched else PERSON_SCOPES
         if self.admin_groups & set(who.groups):
             scopes = scopes | {"admin"}
         return scopes

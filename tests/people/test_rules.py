@@ -3,12 +3,15 @@ and the sign-in settings."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.people.github import github_person
 from gateway.people.identity import Admission, SignedIn, claim_groups
 from gateway.people.provider import ProviderError
 from gateway.people.session import cookie_value, set_cookie
+from gateway.policy import Policy, PolicyError
 from gateway.principal import Principal
 from gateway.proxy.headers import groups_value, identity_headers, strip_own_cookies
 from gateway.settings import Settings, SettingsError
@@ -168,3 +171,43 @@ def test_bad_sign_in_settings_stop_start_up(change: dict[str, str], message: str
 def test_http_provider_allowed_on_loopback() -> None:
     settings = Settings.from_env({**OIDC, "MCP_OIDC_ISSUER": "http://127.0.0.1:9000"})
     assert settings.oidc_issuer == "http://127.0.0.1:9000"
+
+
+def test_policy_people_ceilings(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "extends: default\n"
+        "people:\n"
+        "  - {groups: [contractors], scopes: read}\n"
+        "  - {emails: [Auditor@Example.com], scopes: [read, offline_access]}\n"
+    )
+    policy = Policy.load(path)
+    assert policy.match("GET", "/api/memories") is not None  # the default is kept
+    rules = Admission(admin_groups=frozenset({"memory-admins"}), ceilings=policy.people)
+    contractor = SignedIn("c", "c@example.com", True, groups=("contractors",))
+    assert rules.scopes(contractor) == {"read"}
+    auditor = SignedIn("a", "auditor@example.com", True)
+    assert rules.scopes(auditor) == {"read", "offline_access"}
+    assert rules.scopes(SignedIn("u", "auditor@example.com", False)) == {
+        "read",
+        "write",
+        "offline_access",
+    }  # an unverified address matches no email entry
+    admin = SignedIn("x", groups=("contractors", "memory-admins"))
+    assert rules.scopes(admin) == {"read", "admin"}
+
+
+@pytest.mark.parametrize(
+    ("people", "message"),
+    [
+        ("[{groups: [g], scopes: admin}]", "admin comes only from MCP_OAUTH_ADMIN_GROUPS"),
+        ("[{scopes: read}]", "name some 'groups' or 'emails'"),
+        ("[{groups: [g], scopes: read, extra: 1}]", "an entry has"),
+        ("{groups: [g]}", "must be a list"),
+    ],
+)
+def test_bad_people_entries(tmp_path: Path, people: str, message: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"people: {people}\n")
+    with pytest.raises(PolicyError, match=message):
+        Policy.load(path)
