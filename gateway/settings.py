@@ -70,6 +70,7 @@ class Settings:
     oidc_client_secret: str | None = None
     oidc_scopes: str = "openid email profile"
     oidc_groups_claim: str = "groups"
+    oidc_require_email_verified: bool = True
     github_client_id: str | None = None
     github_client_secret: str | None = None
     github_url: str = "https://github.com"
@@ -258,6 +259,9 @@ def _people(reader: _Reader) -> dict[str, Any]:
         "oidc_scopes": " ".join(reader.words("oidc_scopes", "MCP_OIDC_SCOPES"))
         or "openid email profile",
         "oidc_groups_claim": reader.text("oidc_groups_claim", "MCP_OIDC_GROUPS_CLAIM") or "groups",
+        "oidc_require_email_verified": reader.boolean(
+            "oidc_require_email_verified", "MCP_OIDC_REQUIRE_EMAIL_VERIFIED", True
+        ),
         "github_client_id": reader.text("github_client_id", "MCP_GITHUB_CLIENT_ID"),
         "github_client_secret": reader.text("github_client_secret", "MCP_GITHUB_CLIENT_SECRET"),
         "github_url": (reader.text("github_url", "MCP_GITHUB_URL") or "https://github.com").rstrip(

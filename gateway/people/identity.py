@@ -2,7 +2,8 @@
 
 Admission (MCP_OAUTH_ALLOWED_EMAILS / _DOMAINS / _GROUPS, and for GitHub _USERS / _ORGS):
 any match admits; with no rule at all everyone the provider authenticates is admitted.
-An email counts only when the provider does not say it is unverified. Scopes: everyone
+An email counts only when the provider says it is verified (`email_verified: true`),
+unless MCP_OIDC_REQUIRE_EMAIL_VERIFIED=false lets an absent claim count. Scopes: everyone
 admitted may hold `read write offline_access`; `admin` only members of
 MCP_OAUTH_ADMIN_GROUPS. The policy file's `people:` entries lower the ceiling of the
 groups and emails they name (docs/policy.md).
@@ -71,11 +72,14 @@ class Admission:
     github_orgs: frozenset[str] = frozenset()
     admin_groups: frozenset[str] = frozenset()
     ceilings: tuple[Ceiling, ...] = ()
+    # An email without `email_verified: true` counts only when this is False.
+    require_verified: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, ceilings: tuple[Ceiling, ...] = ()) -> Admission:
         return cls(
             ceilings=ceilings,
+            require_verified=settings.oidc_require_email_verified,
             emails=frozenset(settings.allowed_emails),
             domains=frozenset(settings.allowed_domains),
             groups=frozenset(settings.allowed_groups),
@@ -95,7 +99,7 @@ class Admission:
         """None when `who` is admitted; otherwise why not, in words for a page."""
         if self.open:
             return None
-        email = verified_email(who)
+        email = verified_email(who, self.require_verified)
         if email is not None and email in self.emails:
             return None
         if email is not None and email.rpartition("@")[2] in self.domains:
@@ -111,7 +115,7 @@ class Admission:
     def scopes(self, who: SignedIn) -> frozenset[str]:
         """The most this person may hold: the union of the policy's `people:` ceilings
         they match (PERSON_SCOPES when none does), and `admin` for the admin groups."""
-        email = verified_email(who)
+        email = verified_email(who, self.require_verified)
         matched = [
             c.scopes
             for c in self.ceilings
@@ -123,8 +127,12 @@ class Admission:
         return scopes
 
 
-def verified_email(who: SignedIn) -> str | None:
+def verified_email(who: SignedIn, require_verified: bool = True) -> str | None:
+    """The address, lower-cased, when it may be trusted: `email_verified` true, or
+    absent with `require_verified` off (MCP_OIDC_REQUIRE_EMAIL_VERIFIED=false)."""
     if not who.email or who.email_verified is False:
+        return None
+    if who.email_verified is None and require_verified:
         return None
     return who.email.lower()
 

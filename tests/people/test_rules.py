@@ -30,7 +30,7 @@ RULES = Admission(
     [
         (ALICE, True),
         (SignedIn("c", "ceo@other.test", True), True),
-        (SignedIn("c", "CEO@other.test", None), True),  # no email_verified claim: counts
+        (SignedIn("c", "CEO@other.test", None), False),  # no email_verified claim
         (SignedIn("p", "p@nowhere.test", True, groups=("partners",)), True),
         (SignedIn("m", "m@elsewhere.test", True), False),
         (SignedIn("e", "e@example.com", False), False),  # unverified
@@ -41,6 +41,14 @@ RULES = Admission(
 )
 def test_admission(who: SignedIn, admitted: bool) -> None:
     assert (RULES.refusal(who) is None) is admitted
+
+
+def test_absent_email_verified_counts_only_when_allowed() -> None:
+    who = SignedIn("c", "CEO@other.test", None)
+    assert RULES.refusal(who) is not None
+    lenient = Admission(emails=frozenset({"ceo@other.test"}), require_verified=False)
+    assert lenient.refusal(who) is None
+    assert lenient.refusal(SignedIn("c", "ceo@other.test", False)) is not None
 
 
 def test_no_rule_admits_everyone_and_says_so() -> None:
