@@ -147,6 +147,11 @@ class People:
             audit.warning("sign-in failed: %s", exc.message)
             status = 503 if exc.unreachable else 502
             return pages.trouble(exc.message, status=status, provider=self.provider.label)
+        except Exception:
+            # The provider's answers are input: one we cannot use is a bad gateway.
+            logger.exception("sign-in failed on an unexpected answer from the provider")
+            message = "its answer could not be used"
+            return pages.trouble(message, status=502, provider=self.provider.label)
         cookies = [clear_cookie(SIGNIN_COOKIE)]
         reason = self.admission.refusal(who)
         if reason is not None:

@@ -103,7 +103,7 @@ class OidcProvider:
         """The ID token's claims, checked (OpenID Connect Core §3.1.3.7); ProviderError."""
         try:
             decoded = jwt.decode(id_token, await self._key_set(), algorithms=ID_TOKEN_ALGORITHMS)
-        except (JoseError, ValueError) as first:
+        except (JoseError, ValueError, TypeError, KeyError) as first:
             # An unknown `kid`: the provider may have rotated its keys.
             if not await self._refetch_keys():
                 raise ProviderError(f"the ID token's signature does not verify: {first}") from None
@@ -111,7 +111,7 @@ class OidcProvider:
                 decoded = jwt.decode(
                     id_token, await self._key_set(), algorithms=ID_TOKEN_ALGORITHMS
                 )
-            except (JoseError, ValueError) as exc:
+            except (JoseError, ValueError, TypeError, KeyError) as exc:
                 raise ProviderError(f"the ID token's signature does not verify: {exc}") from None
         registry = jwt.JWTClaimsRegistry(
             leeway=LEEWAY_SECONDS,
@@ -124,7 +124,7 @@ class OidcProvider:
         )
         try:
             registry.validate(decoded.claims)
-        except JoseError as exc:
+        except (JoseError, ValueError, TypeError) as exc:
             raise ProviderError(f"the ID token was refused: {exc}") from None
         claims = dict(decoded.claims)
         audience = claims.get("aud")

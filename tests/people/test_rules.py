@@ -219,3 +219,40 @@ def test_bad_people_entries(tmp_path: Path, people: str, message: str) -> None:
     path.write_text(f"people: {people}\n")
     with pytest.raises(PolicyError, match=message):
         Policy.load(path)
+
+
+@pytest.mark.anyio
+async def test_github_authorization_request() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from gateway.people.github import GithubProvider
+
+    settings = Settings.from_env(
+        {
+            "MCP_OAUTH_CONSENT": "github",
+            "MCP_OAUTH_ISSUER": "https://memory.example.com",
+            "MCP_GITHUB_CLIENT_ID": "Ov23li",
+            "MCP_GITHUB_CLIENT_SECRET": "s",
+            "MCP_OAUTH_ALLOWED_GITHUB_ORGS": "ACME",
+        }
+    )
+    assert settings.allowed_github_orgs == ("acme",)
+    provider = GithubProvider(settings)
+    url = await provider.authorization_url(
+        state="st",
+        nonce="unused",
+        verifier="v" * 50,
+        redirect_uri="https://memory.example.com/oauth/callback",
+    )
+    await provider.aclose()
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == (
+        "https://github.com/login/oauth/authorize"
+    )
+    assert query["client_id"] == "Ov23li"
+    assert query["state"] == "st"
+    assert query["redirect_uri"] == "https://memory.example.com/oauth/callback"
+    assert query["code_challenge_method"] == "S256"
+    assert query["scope"] == "read:user user:email read:org"
+    assert "nonce" not in query
