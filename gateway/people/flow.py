@@ -314,7 +314,8 @@ class People:
             if session is None:
                 return pages.signed_out([clear_cookie(SESSION_COOKIE)])
             return pages.logout_form(_csrf(session))
-        session = self._unsafe_session(request)
+        if not self._same_origin(request):
+            return pages.bad_callback("the sign-out did not come from this gateway's page")
         form = await self.ctx.form(request)
         if session is not None:
             if form.get("csrf") != _csrf(session):
@@ -323,9 +324,14 @@ class People:
             audit.info("person signed out: subject=%s", session.subject)
         return pages.signed_out([clear_cookie(SESSION_COOKIE)])
 
-    def _unsafe_session(self, request: Request) -> AccessToken | None:
+    def _same_origin(self, request: Request) -> bool:
+        """An unsafe request from this gateway's own pages (or a client sending no
+        Origin, which browsers always send on POST)."""
         origin = request.headers.get("origin")
-        if origin is not None and origin != self.ctx.settings.issuer:
+        return origin is None or origin == self.ctx.settings.issuer
+
+    def _unsafe_session(self, request: Request) -> AccessToken | None:
+        if not self._same_origin(request):
             return None
         return self.sessions.read(request.headers.get("cookie"))
 

@@ -65,6 +65,10 @@ async def test_session_cookie_flags_browser_routes_and_logout(people: PeopleStac
         assert csrf is not None, form.text
         refused = http.post("/oauth/logout", headers=cookie, data={"csrf": "forged"})
         assert refused.status_code == 400
+        cross = http.post("/oauth/logout", headers=foreign, data={"csrf": csrf.group(1)})
+        assert cross.status_code == 400
+        assert "set-cookie" not in cross.headers
+        assert http.get("/api/memories", headers=cookie).status_code == 200
         out = http.post("/oauth/logout", headers=same, data={"csrf": csrf.group(1)})
         assert out.status_code == 200
         assert "Max-Age=0" in out.headers["set-cookie"]
