@@ -52,6 +52,9 @@ PERSON = "person"
 GRANT = "grant"
 SEP = "\x1f"
 PERSON_TTL = 400 * 86400
+# Sign-ins in progress at most (each unauthenticated /oauth/authorize may start one):
+# past this many the soonest to expire are dropped rather than the store growing.
+MAX_SIGNINS = 10_000
 # Grant families (one per approval) remembered per person and client; past this many
 # the oldest is revoked, so the record stays small.
 MAX_FAMILIES = 32
@@ -106,7 +109,9 @@ class People:
             return pages.trouble(exc.message, status=503, provider=self.provider.label)
         ttl = self.ctx.settings.code_ttl
         record = {**data, "nonce": nonce, "verifier": verifier, "binding": hash_secret(binding)}
-        await self.ctx.store.put_record(SIGNIN, hash_secret(state), record, self.clock() + ttl)
+        await self.ctx.store.put_record(
+            SIGNIN, hash_secret(state), record, self.clock() + ttl, limit=MAX_SIGNINS
+        )
         response = RedirectResponse(url, 302, headers=NO_STORE)
         response.headers.append("set-cookie", set_cookie(SIGNIN_COOKIE, binding, ttl))
         return response

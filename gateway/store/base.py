@@ -171,8 +171,17 @@ class RecordStore(Protocol):
     (gateway.people): sign-ins in progress, people, their grants to clients."""
 
     async def put_record(
-        self, kind: str, key: str, data: dict[str, Any], expires_at: float
-    ) -> None: ...
+        self,
+        kind: str,
+        key: str,
+        data: dict[str, Any],
+        expires_at: float,
+        *,
+        limit: int | None = None,
+    ) -> None:
+        """Store (or replace) a record; past `limit` records of its kind the soonest
+        to expire are dropped."""
+        ...
 
     async def get_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None: ...
 

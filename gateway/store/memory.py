@@ -167,9 +167,19 @@ class MemoryStore:
     # records (gateway.people)
 
     async def put_record(
-        self, kind: str, key: str, data: dict[str, Any], expires_at: float
+        self,
+        kind: str,
+        key: str,
+        data: dict[str, Any],
+        expires_at: float,
+        *,
+        limit: int | None = None,
     ) -> None:
         self.records[(kind, key)] = (json.loads(json.dumps(data)), expires_at)
+        if limit is not None:
+            mine = sorted((r[1], k) for k, r in self.records.items() if k[0] == kind)
+            for _, dropped in mine[: max(len(mine) - limit, 0)]:
+                del self.records[dropped]
 
     async def get_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
         found = self.records.get((kind, key))

@@ -566,13 +566,29 @@ class RedisStore:
 
     @_bounded
     async def put_record(
-        self, kind: str, key: str, data: dict[str, Any], expires_at: float
+        self,
+        kind: str,
+        key: str,
+        data: dict[str, Any],
+        expires_at: float,
+        *,
+        limit: int | None = None,
     ) -> None:
         value = json.dumps({"e": expires_at, "d": data})
+        index = self.key("recs", kind)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.key("rec", kind, key), value, ex=self.ttl(expires_at))
-            pipe.zadd(self.key("recs", kind), {key: expires_at})
-            await pipe.execute()
+            pipe.zadd(index, {key: expires_at})
+            # Records the backstop TTL has dropped leave the index here.
+            pipe.zremrangebyscore(index, "-inf", f"({self.wall_clock() - TTL_SLACK!r}")
+            pipe.zcard(index)
+            results = await pipe.execute()
+        count = results[-1]
+        if limit is not None and int(count) > limit:
+            dropped = cast(list[Any], await self.redis.zpopmin(index, int(count) - limit))
+            names = [_text(pair[0]) for pair in dropped]
+            if names:
+                await self.redis.delete(*(self.key("rec", kind, n) for n in names))
 
     @_bounded
     async def get_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
@@ -683,6 +699,10 @@ def _refresh_from(token_hash: str, fields: Mapping[bytes, bytes]) -> RefreshToke
 def _revocation(member: bytes, score: float) -> Revocation:
     kind, _, value = member.decode().partition(":")
     return Revocation(cast(RevocationKind, kind), value, float(score))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _live_record(raw: Any, now: float) -> dict[str, Any] | None:

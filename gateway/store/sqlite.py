@@ -350,12 +350,29 @@ class SqliteStore:
     # records (gateway.people)
 
     async def put_record(
-        self, kind: str, key: str, data: dict[str, Any], expires_at: float
+        self,
+        kind: str,
+        key: str,
+        data: dict[str, Any],
+        expires_at: float,
+        *,
+        limit: int | None = None,
     ) -> None:
-        await self._exec(
-            "INSERT OR REPLACE INTO records (kind, key, data, expires_at) VALUES (?, ?, ?, ?)",
-            (kind, key, json.dumps(data), expires_at),
-        )
+        def put() -> None:
+            with self.db:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO records (kind, key, data, expires_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (kind, key, json.dumps(data), expires_at),
+                )
+                if limit is not None:
+                    self.db.execute(
+                        "DELETE FROM records WHERE kind = ? AND key IN (SELECT key FROM "
+                        "records WHERE kind = ? ORDER BY expires_at DESC LIMIT -1 OFFSET ?)",
+                        (kind, kind, limit),
+                    )
+
+        await self._run(put)
 
     async def get_record(self, kind: str, key: str, now: float) -> dict[str, Any] | None:
         row = await self._one(

@@ -45,3 +45,12 @@ async def test_take_is_single_use_under_concurrency(store: Store) -> None:
         *(store.take_record("signin", "state-hash", NOW) for _ in range(8))
     )
     assert [t for t in taken if t is not None] == [{"nonce": "n"}]
+
+
+async def test_a_kind_is_capped_soonest_to_expire_first(store: Store) -> None:
+    for i in range(5):
+        await store.put_record("signin", f"s{i}", {"i": i}, NOW + 100 + i, limit=3)
+    kept = await store.list_records("signin", "", NOW)
+    assert [key for key, _ in kept] == ["s2", "s3", "s4"]
+    await store.put_record("other", "o", {}, NOW + 1, limit=3)  # per kind
+    assert len(await store.list_records("signin", "", NOW)) == 3
