@@ -1,5 +1,6 @@
 """Headless Chromium (Debian package `chromium`) through sign-in at oidc-provider and
-the gateway's consent page; the screenshot is docs/people-consent.png."""
+the gateway's consent page, then the connected-apps page; the screenshots are
+docs/people-consent.png and docs/people-apps.png."""
 
 from __future__ import annotations
 
@@ -35,10 +36,18 @@ def test_chromium_signs_in_and_approves(people: PeopleStack, tmp_path: Path) -> 
     with gateway_http(people) as http:
         client_id = register(http)
     url = authorize_url(people, client_id, Pkce.new(), scope="read write")
-    shot = tmp_path / "consent.png"
+    shot, apps_shot = tmp_path / "consent.png", tmp_path / "apps.png"
     assert people.provider.node
     done = subprocess.run(
-        [people.provider.node, "browser.mjs", url, LOOPBACK_REDIRECT, "alice", str(shot)],
+        [
+            people.provider.node,
+            "browser.mjs",
+            url,
+            LOOPBACK_REDIRECT,
+            "alice",
+            str(shot),
+            str(apps_shot),
+        ],
         cwd=PROVIDER_DIR,
         env={**os.environ, "CHROMIUM": chromium},
         capture_output=True,
@@ -58,6 +67,9 @@ def test_chromium_signs_in_and_approves(people: PeopleStack, tmp_path: Path) -> 
         {"name": "__Host-mgw-session", "secure": True, "httpOnly": True, "sameSite": "Lax",
          "path": "/"}
     ]  # fmt: skip
+    assert client_id in summary["apps"]
+    assert "Signed in as alice@example.com" in summary["apps"]
     assert shot.stat().st_size > 10_000
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         shutil.copyfile(shot, DOCS / "people-consent.png")
+        shutil.copyfile(apps_shot, DOCS / "people-apps.png")

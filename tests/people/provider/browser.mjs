@@ -1,12 +1,13 @@
 // Headless Chromium (the Debian package) through the gateway's sign-in and consent:
-// `node browser.mjs AUTHORIZE_URL REDIRECT_URI LOGIN SCREENSHOT.png`. Prints one JSON line:
-// the redirect the MCP client received and the consent page's text.
+// `node browser.mjs AUTHORIZE_URL REDIRECT_URI LOGIN CONSENT.png APPS.png`. Prints one JSON
+// line: the redirect the MCP client received, the consent page's and the connected-apps
+// page's text, and the cookies.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const [authorizeUrl, redirectUri, login, screenshot] = process.argv.slice(2);
+const [authorizeUrl, redirectUri, login, screenshot, appsShot] = process.argv.slice(2);
 const profile = mkdtempSync(join(tmpdir(), 'mgw-chromium-'));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -43,10 +44,14 @@ try {
   await page.screenshot({ path: screenshot });
   await page.click('button[value=approve]');
   await page.waitForURL(`${redirectUri}**`);
+  // The person's connected apps, with the session cookie alone.
+  await page.goto(new URL('/oauth/apps', authorizeUrl).href);
+  const apps = await page.innerText('body');
+  await page.screenshot({ path: appsShot });
   const cookies = (await context.cookies()).map((c) => ({
     name: c.name, secure: c.secure, httpOnly: c.httpOnly, sameSite: c.sameSite, path: c.path,
   }));
-  console.log(JSON.stringify({ received, consent, cookies }));
+  console.log(JSON.stringify({ received, consent, apps, cookies }));
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });
