@@ -55,14 +55,15 @@ DEFAULT_POLICY: dict[str, Any] = {
         ),
         # mcp-memory-service's own rules where they are stricter than the above, and
         # the routes it serves outside /api (docs/policy.md lists every upstream route).
-        {"methods": "GET", "path": "/api/server/status", "scopes": "read"},
-        {"methods": "GET", "path": "/api/memory-stats", "scopes": "write"},
-        {"methods": "GET", "path": "/api/manage/*", "scopes": "write"},
+        {"methods": "GET", "path": "/api/server/status", "scopes": "read", "browser": True},
+        {"methods": "GET", "path": "/api/memory-stats", "scopes": "write", "browser": True},
+        {"methods": "GET", "path": "/api/manage/*", "scopes": "write", "browser": True},
         {"methods": "GET", "path": "/health", "public": True},
         {"methods": "GET", "path": "/mcp/health", "public": True},
         {"methods": "GET", "path": "/static/*", "public": True},
         *(
-            {"methods": "GET", "path": path, "scopes": "read"}
+            # The dashboard and its pages: a signed-in person's session also works.
+            {"methods": "GET", "path": path, "scopes": "read", "browser": path != "/mcp/tools"}
             for path in ("/", "/api-overview", "/openapi.json", "/docs/*", "/mcp/tools")
         ),
         *(

@@ -145,7 +145,14 @@ def test_every_tool_needs_write_while_the_tool_list_is_unknown(tool: str) -> Non
         ("POST", "/api/memories", True),
         ("POST", "/api/search", True),
         ("DELETE", "/api/memories/x", True),
-        ("GET", "/api/server/status", False),
+        ("GET", "/api/server/status", True),
+        ("GET", "/api/server/config", False),
+        ("DELETE", "/api/admin/x", False),
+        ("GET", "/", True),
+        ("GET", "/api-overview", True),
+        ("GET", "/docs/index.html", True),
+        ("GET", "/api/manage/stats", True),
+        ("GET", "/mcp/tools", False),
         ("POST", "/mcp", False),
         ("GET", "/mcp", False),
     ],
@@ -154,7 +161,8 @@ def test_default_policy_browser_routes(
     default: Policy, method: str, path: str, browser: bool
 ) -> None:
     """The routes a signed-in person's session cookie authorises (gateway.people):
-    the REST API as a dashboard calls it, never the MCP endpoint or admin areas."""
+    mcp-memory-service's dashboard and the REST API as it calls it, never the MCP
+    endpoint or the admin areas."""
     decision = default.match(method, path)
     assert decision is not None
     assert decision.browser is browser
