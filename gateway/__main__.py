@@ -1,4 +1,4 @@
-"""memory-gateway: serve | dev | certs | keys | people."""
+"""memory-gateway: serve | dev | certs | keys | people | clients | grants."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ FLAG_NAMES = {
     "cert_file": "MCP_SSL_CERT_FILE",
     "key_file": "MCP_SSL_KEY_FILE",
     "log_level": "MCP_GATEWAY_LOG_LEVEL",
+    "workers": "MCP_GATEWAY_WORKERS",
 }
 
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"memory-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        _configure_logging(level, _log_file(args))
+        _configure_logging(level, _log_file(args), _log_format(os.environ))
         return int(args.handler(args))
     except (SettingsError, PolicyError) as exc:
         print(f"memory-gateway: configuration error: {exc}", file=sys.stderr)
@@ -66,12 +67,22 @@ def _log_file(args: argparse.Namespace) -> Path | None:
     return DEV_LOG_FILE if args.command == "dev" else None
 
 
-def _configure_logging(level: int, log_file: Path | None) -> None:
+def _configure_logging(level: int, log_file: Path | None, log_format: str = "text") -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers)
+    if log_format == "json":
+        from gateway.observability.requestlog import JsonFormatter
+
+        for handler in handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    """MCP_GATEWAY_LOG_FORMAT (validated with the other settings once they are read)."""
+    return (env.get("MCP_GATEWAY_LOG_FORMAT") or "text").strip().lower()
 
 
 def _log_level(flag: str | None, env: Mapping[str, str]) -> int:
@@ -115,11 +126,15 @@ def _parser() -> argparse.ArgumentParser:
     key_cmd = commands.add_parser("keys", help="manage token signing keys")
     key_cmd.add_argument("action", choices=["list", "rotate"])
     key_cmd.add_argument("--state-dir", type=Path)
+    key_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
     key_cmd.set_defaults(handler=_keys)
 
     from gateway.people import cli as people_cli
 
     people_cli.add_parser(commands)
+    from gateway.operator_cli import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -143,10 +158,29 @@ def _settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from gateway.server import run
+    if settings.workers > 1:
+        from gateway.workers import supervise
 
-    run(settings)
+        return supervise(settings, _worker_env(args))
+    from gateway.server import run
+    from gateway.workers import inherited_sockets
+
+    run(settings, inherited_sockets(os.environ))
     return 0
+
+
+def _worker_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of a worker: this one, with the command's flags folded in."""
+    env = dict(os.environ)
+    for flag, name in FLAG_NAMES.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            env[name] = str(value)
+    if getattr(args, "https_enabled", None):
+        env["MCP_HTTPS_ENABLED"] = "true"
+    if getattr(args, "log_file", None):
+        env["MCP_GATEWAY_LOG_FILE"] = str(args.log_file)
+    return env
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -168,9 +202,23 @@ def _keys(args: argparse.Namespace) -> int:
         key = keys.rotate(directory, keep_seconds=settings.access_token_ttl + 60)
         print(f"new signing key {key.kid}; restart the gateway (or its replicas) to use it")
     ring = keys.load_or_create(directory)
-    for key in ring.keys:
-        state = "active" if key is ring.active else f"retired {key.retired_at}"
-        print(f"{key.kid}  {key.algorithm}  created {key.created_at}  {state}")
+    rows = [
+        {
+            "kid": key.kid,
+            "algorithm": key.algorithm,
+            "created": key.created_at,
+            "state": "active" if key is ring.active else f"retired {key.retired_at}",
+        }
+        for key in ring.keys
+    ]
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        from gateway.operator_cli import print_table
+
+        print_table(rows, ["kid", "algorithm", "created", "state"])
     return 0
 
 

@@ -12,10 +12,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Authenticator, Challenges
+from gateway.http_protocol import ProxyHandler
 from gateway.oauth import keys
 from gateway.oauth.server import (
     AuthorizationServer,
@@ -25,6 +27,16 @@ from gateway.oauth.server import (
     is_authorization_path,
 )
 from gateway.oauth.tokens import AccessToken, TokenService
+from gateway.observability.exchange import (
+    ObservedApp,
+    ObservedAuthenticator,
+    ObservedForwarder,
+    ObservedProxy,
+    Observer,
+)
+from gateway.observability.metrics import Metrics
+from gateway.observability.readiness import Readiness
+from gateway.observability.requestlog import LineSink, RequestLog
 from gateway.people.session import Sessions
 from gateway.policy import load_policy
 from gateway.proxy import ProxyApp
@@ -43,6 +55,17 @@ class Gateway:
     authorization: AuthorizationServer | None
     proxy: ProxyApp
     tools: ToolRefresher | None = None
+    # Operations: request records (metrics, request log, drain) and /readyz.
+    observer: Observer | None = None
+    readiness: Readiness | None = None
+
+    def asgi(self) -> ASGIApp:
+        """What the server runs on its ASGI path: this app, observed."""
+        return self if self.observer is None else ObservedApp(self, self.observer)
+
+    def fast_handler(self) -> ProxyHandler:
+        """What the server protocol's fast path calls: the proxy, observed."""
+        return self.proxy if self.observer is None else ObservedProxy(self.proxy, self.observer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -55,7 +78,7 @@ class Gateway:
     def proxies(self, path: str) -> bool:
         """Whether a request for `path` (percent-decoded) goes to the proxy. The server
         protocol's fast path asks this too, so both dispatch by one rule."""
-        return not is_authorization_path(path) and path != "/healthz"
+        return not is_authorization_path(path) and path != "/healthz" and path != "/readyz"
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -66,6 +89,12 @@ class Gateway:
                 await _json(send, 404, {"error": "not_found", "error_description": _OFF})
                 return
             await self.authorization.app(scope, receive, send)
+        elif path == "/readyz" and self.readiness is not None:
+            verdict = await self.readiness.check()
+            if verdict.ready:
+                await _json(send, 200, {"status": "ready"})
+            else:
+                await _json(send, 503, {"status": "unavailable", "reason": verdict.reason})
         else:
             await _json(send, 200, {"status": "ok"})
 
@@ -98,6 +127,8 @@ class Gateway:
         await self.proxy.aclose()
         if self.authorization is not None:
             await self.authorization.shutdown()
+        if self.observer is not None and self.observer.log is not None:
+            self.observer.log.sink.flush()
 
 
 _OFF = "OAuth endpoints are disabled (MCP_OAUTH_ENABLED=false)"
@@ -110,12 +141,21 @@ def create_app(
     ring: keys.KeyRing | None = None,
     client_resolver: ClientResolver | None = None,
     clock: Callable[[], float] = time.time,
+    metrics: Metrics | None = None,
+    request_sink: LineSink | None = None,
 ) -> Gateway:
+    if metrics is None and settings.metrics_addr is not None:
+        metrics = Metrics()
     tokens = _token_service(settings, ring, clock) if settings.oauth_enabled else None
     authorization = None
     if tokens is not None:
         authorization = build_authorization_server(
-            settings, tokens=tokens, store=store, client_resolver=client_resolver, clock=clock
+            settings,
+            tokens=tokens,
+            store=store,
+            client_resolver=client_resolver,
+            clock=clock,
+            metrics=metrics,
         )
     authenticator = Authenticator(
         tokens=tokens,
@@ -131,7 +171,18 @@ def create_app(
         policy=load_policy(settings, catalog),
         sessions=_sessions(authorization),
     )
-    return Gateway(authorization, proxy, _tool_refresher(settings, catalog))
+    observer = _observer(settings, metrics, request_sink)
+    if observer.metrics is not None or observer.log is not None:
+        proxy.forward = ObservedForwarder(proxy.forward, observer)
+    if metrics is not None:
+        proxy.authenticator = ObservedAuthenticator(authenticator, metrics)
+    return Gateway(
+        authorization,
+        proxy,
+        _tool_refresher(settings, catalog),
+        observer=observer,
+        readiness=_readiness(settings, authorization, observer),
+    )
 
 
 def _tool_refresher(settings: Settings, catalog: ToolCatalog) -> ToolRefresher:
@@ -148,6 +199,36 @@ def _sessions(authorization: AuthorizationServer | None) -> Sessions | None:
     """Browser sessions of signed-in people (gateway.people), when sign-in is on."""
     people = authorization.context.people if authorization and authorization.context else None
     return people.sessions if people is not None else None
+
+
+def _observer(settings: Settings, metrics: Metrics | None, sink: LineSink | None) -> Observer:
+    log = None
+    if settings.request_log:
+        secrets = (settings.api_key or "", settings.dcr_registration_key or "")
+        log = RequestLog(settings.log_format, sink or LineSink(), secrets=secrets)
+    return Observer(metrics, log)
+
+
+def _readiness(
+    settings: Settings, authorization: AuthorizationServer | None, observer: Observer
+) -> Readiness:
+    origin = urlsplit(settings.upstream)
+    upstream = (origin.hostname or "127.0.0.1", origin.port or 80)
+    if authorization is None:
+        return Readiness(upstream=upstream, store_check=None, draining=lambda: observer.draining)
+    store, cache = authorization.store, authorization.revocations
+
+    async def store_answers() -> None:
+        await store.get_client("readyz-probe")
+
+    def stale() -> bool:
+        limit = cache.max_staleness
+        return limit is not None and cache.monotonic() - cache.last_refresh > limit
+
+    return Readiness(
+        upstream=upstream, store_check=store_answers, stale=stale,
+        draining=lambda: observer.draining,
+    )  # fmt: skip
 
 
 def _token_service(

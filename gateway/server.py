@@ -4,30 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections.abc import Sequence
 
 import uvloop
 from starlette.types import ASGIApp
 
-from gateway.app import create_app
+from gateway.app import Gateway, create_app
 from gateway.http_protocol import fast_proxy_protocol
+from gateway.observability.connections import observed_protocol
+from gateway.observability.listener import MetricsListener
+from gateway.observability.multiprocess import in_worker_pool
 from gateway.settings import Settings
 from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn
 
 log = logging.getLogger("gateway")
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, sockets: Sequence[socket.socket] = ()) -> None:
     # uvloop here, not via uvicorn's `loop=` option: that option only applies when uvicorn
     # creates the loop itself. It also sets TCP_NODELAY on accepted sockets; the stdlib
     # loop skips it for uvicorn's sockets (created with proto 0), so every keep-alive
     # response written in two parts waited ~40 ms for a delayed ACK.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings))
+        runner.run(serve(settings, sockets))
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, sockets: Sequence[socket.socket] = ()) -> None:
+    """`sockets`: listening sockets made by the workers' supervisor (main, redirect)."""
     gateway = create_app(settings)
-    app: ASGIApp = gateway
+    app: ASGIApp = gateway.asgi()
     tls = None
     https_headers: list[tuple[bytes, bytes]] = []
     if settings.https_enabled and settings.cert_file and settings.key_file:
@@ -36,7 +42,12 @@ async def serve(settings: Settings) -> None:
             hsts = HSTSMiddleware(app)
             app, https_headers = hsts, [hsts.header]
     # Bodyless proxied requests are served inside the protocol, the rest through `app`.
-    protocol = fast_proxy_protocol(gateway.proxy, gateway.proxies, https_headers=https_headers)
+    protocol = fast_proxy_protocol(
+        gateway.fast_handler(), gateway.proxies, https_headers=https_headers
+    )
+    if gateway.observer is not None:
+        protocol = observed_protocol(protocol, gateway.observer)
+    listener = await _metrics_listener(settings, gateway)
     if settings.consent == "auto" and not settings.issuer_is_loopback:
         log.warning(
             "MCP_OAUTH_CONSENT=auto approves every authorization request and the issuer %s "
@@ -44,18 +55,42 @@ async def serve(settings: Settings) -> None:
             settings.issuer,
         )
     log.info("memory-gateway %s -> %s", settings.issuer, settings.upstream)
-    await serve_uvicorn(
-        app,
-        settings.host,
-        settings.port,
-        tls,
-        redirect_port=settings.http_redirect_port if tls is not None else None,
-        http=protocol,
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_level=settings.log_level,
-        timeout_keep_alive=75,
-        server_header=False,
-        proxy_headers=False,
-    )
+    try:
+        await serve_uvicorn(
+            app,
+            settings.host,
+            settings.port,
+            tls,
+            redirect_port=settings.http_redirect_port if tls is not None else None,
+            http=protocol,
+            loop="uvloop",
+            lifespan="on",
+            access_log=False,
+            log_level=settings.log_level,
+            timeout_keep_alive=75,
+            server_header=False,
+            proxy_headers=False,
+            log_config=None,
+            timeout_graceful_shutdown=drain_budget(settings.drain_seconds),
+            sockets=list(sockets),
+        )
+    finally:
+        if listener is not None:
+            await listener.close()
+
+
+def drain_budget(seconds: float) -> float:
+    """How long uvicorn waits for in-flight requests after SIGTERM: the drain limit less
+    the time the rest of the shutdown takes (closing pools and the store)."""
+    return max(seconds - 1.0, seconds / 2)
+
+
+async def _metrics_listener(settings: Settings, gateway: Gateway) -> MetricsListener | None:
+    metrics = gateway.observer.metrics if gateway.observer is not None else None
+    if settings.metrics_addr is None or metrics is None or in_worker_pool():
+        return None  # several workers: the supervisor serves every worker's metrics
+    host, port = settings.metrics_addr
+    listener = MetricsListener(metrics.registry, host, port)
+    await listener.start()
+    log.info("metrics on http://%s:%d/metrics", host, listener.port)
+    return listener

@@ -11,10 +11,11 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 ConsentMode = Literal["auto", "api_key", "oidc", "github"]
+LogFormat = Literal["json", "text"]
 MIN_API_KEY_LENGTH = 16
 STORAGE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -84,6 +85,12 @@ class Settings:
     session_ttl: int = 8 * 3600
     consent_remember_ttl: int = 30 * 86400
     provider_timeout: float = 10.0
+    # Operations (metrics, request log, drain, workers)
+    metrics_addr: tuple[str, int] | None = None
+    log_format: LogFormat = "text"
+    request_log: bool = True
+    drain_seconds: float = 10.0
+    workers: int = 1
 
     @property
     def resource(self) -> str:
@@ -182,6 +189,7 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
             "cimd_stale", "MCP_OAUTH_CIMD_STALE_SECONDS", 7 * 86400, low=0, high=90 * 86400
         ),
         **_people(reader),
+        **_operations(reader),
     )
     if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
         raise SettingsError(
@@ -192,7 +200,62 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
     if settings.secret_key is not None and len(settings.secret_key.encode()) < 32:
         raise SettingsError("MCP_OAUTH_SECRET_KEY must be at least 32 bytes for HS256")
     _check_people(settings)
+    _check_metrics_port(settings)
     return settings
+
+
+class _Operations(TypedDict):
+    metrics_addr: tuple[str, int] | None
+    log_format: LogFormat
+    request_log: bool
+    drain_seconds: float
+    workers: int
+
+
+def _operations(reader: _Reader) -> _Operations:
+    """MCP_GATEWAY_METRICS_ADDR, _LOG_FORMAT, _REQUEST_LOG, _DRAIN_SECONDS, _WORKERS."""
+    metrics = reader.text("metrics_addr", "MCP_GATEWAY_METRICS_ADDR")
+    address = None
+    if metrics is not None and metrics.lower() not in {"off", "false", "0", "none"}:
+        try:
+            address = parse_address(metrics)
+        except ValueError as exc:
+            raise SettingsError(f"MCP_GATEWAY_METRICS_ADDR: {exc}") from None
+    log_format: LogFormat
+    named = (reader.text("log_format", "MCP_GATEWAY_LOG_FORMAT") or "text").lower()
+    if named == "json":
+        log_format = "json"
+    elif named == "text":
+        log_format = "text"
+    else:
+        raise SettingsError(f"MCP_GATEWAY_LOG_FORMAT must be 'json' or 'text', got {named!r}")
+    return {
+        "metrics_addr": address,
+        "log_format": log_format,
+        "request_log": reader.boolean("request_log", "MCP_GATEWAY_REQUEST_LOG", True),
+        "drain_seconds": reader.number("drain_seconds", "MCP_GATEWAY_DRAIN_SECONDS", 10.0),
+        "workers": reader.integer("workers", "MCP_GATEWAY_WORKERS", 1, low=1, high=64),
+    }
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` (loopback); ValueError otherwise."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _check_metrics_port(settings: Settings) -> None:
+    """The metrics listener never shares the public port (or the redirect port)."""
+    if settings.metrics_addr is None:
+        return
+    port = settings.metrics_addr[1]
+    if port in (settings.port, settings.http_redirect_port):
+        raise SettingsError(
+            f"MCP_GATEWAY_METRICS_ADDR must not use the gateway's public port {port}: "
+            "metrics are served on a listener of their own"
+        )
 
 
 def derive_issuer(https: bool, host: str, port: int) -> str:

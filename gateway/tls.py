@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Generator, Iterable
 from dataclasses import dataclass
@@ -243,6 +244,8 @@ class GatewayServer:
         if redirect_port is not None and tls is None:
             raise ValueError("an HTTPS redirect listener needs TLS on the main listener")
         self.tls, self.watch_interval = tls, watch_interval
+        # Listening sockets made beforehand (several workers share them): main, redirect.
+        self._sockets: list[socket.socket] = list(options.pop("sockets", None) or ())
         factory = None if tls is None else (lambda _config, _default: tls.context)
         options.setdefault("http", CorkedHttpToolsProtocol)  # one write per response
         config = uvicorn.Config(app, host=host, port=port, ssl_context_factory=factory, **options)
@@ -265,12 +268,14 @@ class GatewayServer:
             server.should_exit = True
 
     async def serve(self) -> None:
-        main_socket = self.main.config.bind_socket()
+        main_socket = self._sockets[0] if self._sockets else self.main.config.bind_socket()
         self.port = main_socket.getsockname()[1]
         runs = [self.main.serve(sockets=[main_socket])]
         if self._redirect_port is not None:
             self.redirect = self._redirect_server(self.main.config, self._redirect_port, self.port)
-            redirect_socket = self.redirect.config.bind_socket()
+            redirect_socket = (
+                self._sockets[1] if len(self._sockets) > 1 else self.redirect.config.bind_socket()
+            )
             self.redirect_port = redirect_socket.getsockname()[1]
             runs.append(self.redirect.serve(sockets=[redirect_socket]))
         await self._run_together(runs)

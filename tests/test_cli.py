@@ -76,7 +76,9 @@ def test_certs_and_keys_commands(tmp_path: Path) -> None:
     assert (tmp_path / "c" / "dev-ca.pem").exists()
     listed = run_cli("keys", "list", "--state-dir", "s", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    first = listed.stdout.split()[0]
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split() == ["KID", "ALGORITHM", "CREATED", "STATE"]
+    first = row.split()[0]
     rotated = run_cli("keys", "rotate", "--state-dir", "s", cwd=tmp_path)
     assert rotated.returncode == 0, rotated.stderr
     lines = [line for line in rotated.stdout.splitlines() if "ES256" in line]

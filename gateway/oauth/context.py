@@ -42,6 +42,12 @@ class Context:
     trusted_proxies: tuple[Network, ...] = ()
     # Sign-in through an identity provider (MCP_OAUTH_CONSENT=oidc|github).
     people: People | None = None
+    # Operations: told of every token issued, refreshed or revoked (event, grant).
+    on_token: Callable[[str, str], None] | None = None
+
+    def token_event(self, event: str, grant: str) -> None:
+        if self.on_token is not None:
+            self.on_token(event, grant)
 
     async def find_client(self, client_id: str) -> Client | None:
         """A registered client, or one described by its metadata document URL."""

@@ -33,6 +33,7 @@ class RevokeHandler:
         if refresh is not None and refresh.client_id == client.client_id:
             audit.info("oauth refresh token revoked by client=%s", client.client_id)
             await self.ctx.revoker.revoke_family(refresh.family)
+            self.ctx.token_event("revoked", "refresh_token")
         access = (
             None if refresh else find_access(self.ctx.tokens, token, self.ctx.settings.resource)
         )
@@ -40,4 +41,5 @@ class RevokeHandler:
         if access is not None and access.client_id == client.client_id:
             audit.info("oauth access token revoked by client=%s", client.client_id)
             await self.ctx.revoker.revoke_access(access)
+            self.ctx.token_event("revoked", "access_token")
         return Response(status_code=200, headers={"Cache-Control": "no-store"})

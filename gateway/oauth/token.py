@@ -206,6 +206,7 @@ class TokenHandler:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         body = await grant(self.ctx, client, form)
         await self.ctx.store.mark_client_used(client.client_id, self.ctx.clock())
+        self.ctx.token_event("refreshed" if grant_type == "refresh_token" else "issued", grant_type)
         audit.info(
             "oauth token issued: grant=%s client=%s scope=%r refresh=%s",
             grant_type,

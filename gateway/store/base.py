@@ -242,3 +242,37 @@ def client_from_json(data: dict[str, Any]) -> Client:
     for name in ("redirect_uris", "grant_types", "response_types"):
         data[name] = tuple(data[name])
     return Client(**data)
+
+
+# Operator views (the `clients` and `grants` commands of the CLI)
+
+
+@dataclass(frozen=True)
+class ClientEntry:
+    client: Client
+    last_used: float | None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A refresh-token family: one authorization a subject gave a client."""
+
+    family: str
+    client_id: str
+    subject: str
+    scope: str
+    resource: str
+    issued_at: float
+    expires_at: float
+
+
+class InventoryStore(Protocol):
+    async def list_clients(self, *, limit: int) -> list[ClientEntry]:
+        """Registered clients, oldest first, at most `limit`."""
+        ...
+
+    async def list_grants(
+        self, now: float, *, client_id: str | None, subject: str | None, limit: int
+    ) -> list[Grant]:
+        """Live refresh-token families (optionally of one client or subject)."""
+        ...

@@ -54,7 +54,9 @@ from gateway.store.base import (
     MAX_GRACE_SECONDS,
     MAX_LISTED_RECORDS,
     AuthorizationCode,
+    ClientEntry,
     CodeRedemption,
+    Grant,
     PendingConsent,
     RefreshRotation,
     RefreshToken,
@@ -636,6 +638,51 @@ class RedisStore:
             await self._script("increment", keys, [repr(expires_at), self.ttl(expires_at), key])
         )
 
+    # operator views (bounded scans, for the CLI; never on a request path)
+
+    @_bounded
+    async def list_clients(self, *, limit: int) -> list[ClientEntry]:
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.key("clients")))
+        used = cast(dict[bytes, bytes], await self.redis.hgetall(self.key("clients:used")))
+        entries = [
+            ClientEntry(client_from_json(json.loads(data)), _float(used.get(client_id)))
+            for client_id, data in raw.items()
+        ]
+        entries.sort(key=lambda e: (e.client.client_id_issued_at, e.client.client_id))
+        return entries[:limit]
+
+    @_bounded
+    async def list_grants(
+        self, now: float, *, client_id: str | None, subject: str | None, limit: int
+    ) -> list[Grant]:
+        found = await self.redis.zrangebyscore(self.key("rt:exp"), f"({now!r}", "+inf")
+        hashes = [h.decode() for h in cast(list[bytes], found)]
+        families: dict[str, Grant] = {}
+        for start in range(0, len(hashes), PRUNE_BATCH):
+            batch = hashes[start : start + PRUNE_BATCH]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for token_hash in batch:
+                    pipe.hgetall(self.key("rt", token_hash))
+                rows = await pipe.execute()
+            for token_hash, fields in zip(batch, rows, strict=True):
+                if not fields:
+                    continue
+                token = _refresh_from(token_hash, cast(dict[bytes, bytes], fields))
+                if token.rotated_at is not None or token.expires_at <= now:
+                    continue
+                if (client_id is not None and token.client_id != client_id) or (
+                    subject is not None and token.subject != subject
+                ):
+                    continue
+                known = families.get(token.family)
+                families[token.family] = Grant(
+                    token.family, token.client_id, token.subject, token.scope, token.resource,
+                    min(token.issued_at, known.issued_at) if known else token.issued_at,
+                    max(token.expires_at, known.expires_at) if known else token.expires_at,
+                )  # fmt: skip
+        grants = sorted(families.values(), key=lambda g: g.issued_at)
+        return grants[:limit]
+
     async def prune(self, now: float) -> None:
         args = [
             self.prefix,
@@ -694,6 +741,10 @@ def _refresh_from(token_hash: str, fields: Mapping[bytes, bytes]) -> RefreshToke
         successor_hash=text.get("successor_hash"),
         sealed_successor=fields.get(b"sealed_successor"),
     )
+
+
+def _float(value: bytes | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _revocation(member: bytes, score: float) -> Revocation:

@@ -22,7 +22,9 @@ from gateway.store.base import (
     MAX_GRACE_SECONDS,
     MAX_LISTED_RECORDS,
     AuthorizationCode,
+    ClientEntry,
     CodeRedemption,
+    Grant,
     PendingConsent,
     RefreshRotation,
     RefreshToken,
@@ -404,6 +406,34 @@ class SqliteStore:
                 (kind, len(prefix), prefix, now, MAX_LISTED_RECORDS),
             ).fetchall()
             return [(str(key), _record(data)) for key, data in rows]
+
+        return await self._run(select)
+
+    # operator views
+
+    async def list_clients(self, *, limit: int) -> list[ClientEntry]:
+        def select() -> list[ClientEntry]:
+            rows = self.db.execute(
+                "SELECT data, last_used FROM clients ORDER BY issued_at, client_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [ClientEntry(client_from_json(json.loads(d)), used) for d, used in rows]
+
+        return await self._run(select)
+
+    async def list_grants(
+        self, now: float, *, client_id: str | None, subject: str | None, limit: int
+    ) -> list[Grant]:
+        def select() -> list[Grant]:
+            rows = self.db.execute(
+                "SELECT family, client_id, subject, scope, resource, MIN(issued_at), "
+                "MAX(expires_at) FROM refresh_tokens WHERE expires_at > ? "
+                "AND rotated_at IS NULL AND (? IS NULL OR client_id = ?) "
+                "AND (? IS NULL OR subject = ?) GROUP BY family ORDER BY MIN(issued_at) "
+                "LIMIT ?",
+                (now, client_id, client_id, subject, subject, limit),
+            ).fetchall()
+            return [Grant(*row) for row in rows]
 
         return await self._run(select)
 
