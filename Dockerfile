@@ -39,7 +39,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MCP_HTTPS_ENABLED=true \
     MCP_GATEWAY_STATE_DIR=/state \
     MCP_SSL_CERT_FILE=/state/certs/server.pem \
-    MCP_SSL_KEY_FILE=/state/certs/server.key
+    MCP_SSL_KEY_FILE=/state/certs/server.key \
+    MCP_GATEWAY_LOG_FORMAT=json
 RUN groupadd --system --gid 10001 app \
     && useradd --system --no-log-init --uid 10001 --gid app --home-dir /state \
         --shell /usr/sbin/nologin app \
@@ -51,6 +52,7 @@ COPY scripts/docker-healthcheck.py /usr/local/bin/docker-healthcheck
 USER app
 WORKDIR /state
 EXPOSE 8443 8001
+# Healthy = ready (/readyz: store answers, backend accepts connections); see the script.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "/usr/local/bin/docker-healthcheck"]
 ENTRYPOINT ["/bin/sh", "/usr/local/bin/docker-entrypoint"]

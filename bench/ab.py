@@ -1,9 +1,12 @@
 """A/B: the gateway from two source trees, same backend, same wrk, interleaved rounds.
 
     uv run python bench/ab.py OTHER_TREE [--rounds 5] [--duration 4] [--no-pin]
+        [--env-a KEY=VALUE ...] [--env-b KEY=VALUE ...]
 
-OTHER_TREE is a checkout of another commit (`git archive REV | tar -x -C DIR`); "B" is
-this tree. Prints the median req/s and proxy CPU µs per request of each, and the median
+OTHER_TREE is a checkout of another commit (`git archive REV | tar -x -C DIR`), or `.`
+to compare this tree with itself under different settings (`--env-a`/`--env-b`, e.g.
+`--env-a MCP_GATEWAY_REQUEST_LOG=false --env-b MCP_GATEWAY_METRICS_ADDR=127.0.0.1:9464`
+or `--env-b MCP_GATEWAY_WORKERS=2 --no-pin`); "B" is this tree. Prints the median req/s and proxy CPU µs per request of each, and the median
 of the per-round B/A ratios. A benchmark tool, never a test.
 """
 
@@ -31,9 +34,16 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=4)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--env-a", action="append", default=[], help="KEY=VALUE for A")
+    parser.add_argument("--env-b", action="append", default=[], help="KEY=VALUE for B")
     args = parser.parse_args()
+    envs = {
+        "A": dict(item.split("=", 1) for item in args.env_a),
+        "B": dict(item.split("=", 1) for item in args.env_b),
+    }
     proxy_cpu, load_cpu = (None, None) if args.no_pin else (PROXY_CPU, LOAD_CPU)
     print(f"load average {os.getloadavg()[0]:.2f}; pinning {'off' if args.no_pin else 'on'}")
+    print(f"A: {args.other} {envs['A']}\nB: {ROOT} {envs['B']}")
     servers: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -43,7 +53,9 @@ def main() -> None:
             gateways = {}
             for name, tree in trees.items():
                 product.ROOT = tree  # start_gateway runs `python -m gateway` from ROOT
-                gateways[name] = product.start_gateway(backend.url, Path(tmp), cpus=proxy_cpu)
+                gateways[name] = product.start_gateway(
+                    backend.url, Path(tmp), cpus=proxy_cpu, extra_env=envs[name]
+                )
                 servers.append(gateways[name])
             product.ROOT = ROOT
             tokens = {name: product.oauth_token(g.url, "read") for name, g in gateways.items()}

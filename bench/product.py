@@ -34,6 +34,7 @@ def start_gateway(
     cpus: str | None,
     hs256: bool = False,
     tls: tuple[Path, Path] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     scheme = "https" if tls else "http"
@@ -57,8 +58,12 @@ def start_gateway(
             "MCP_SSL_CERT_FILE": str(tls[0]),
             "MCP_SSL_KEY_FILE": str(tls[1]),
         }
+    env |= extra_env or {}
     command = pinned(cpus, [sys.executable, "-m", "gateway", "serve"])
-    proc = subprocess.Popen(command, cwd=ROOT, env=env)
+    # The request log (one line per request) goes to a file, as a deployment's would.
+    log = Path(env["MCP_GATEWAY_STATE_DIR"]) / "gateway.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=out)
     server = Server(port, proc)
     try:
         wait_listening(port, proc)
