@@ -120,7 +120,7 @@ class RequestLog:
             )
         up = "-" if upstream is None else f"{upstream * 1000:.1f}ms"
         return (
-            f"{when} {exchange.peer or '-'} \"{exchange.method} {path}\" "
+            f'{when} {exchange.peer or "-"} "{exchange.method} {path}" '
             f"{exchange.status} {exchange.bytes}B {seconds * 1000:.1f}ms upstream={up} "
             f"id={request_id or '-'} client={client_id or '-'} subject={subject or '-'}"
         )
@@ -138,9 +138,7 @@ class RequestLog:
         if "." not in path and not any(secret in path for secret in self.secrets):
             return path
         parts = path.split("/")
-        return "/".join(
-            REDACTED if (p in self.secrets or _JWT.fullmatch(p)) else p for p in parts
-        )
+        return "/".join(REDACTED if (p in self.secrets or _JWT.fullmatch(p)) else p for p in parts)
 
 
 class _Clock:

@@ -522,7 +522,7 @@ class RedisStore:
         keys = [self.key("family", family), self.key("rt:exp"), self.key("rt:sealed")]
         await self._script("delete_family", keys, [self.prefix])
 
-    # revocations: one sorted set by expiry, so the 2-second cache reload is one ZRANGEBYSCORE
+    # revocations: one sorted set by expiry, so the 0.5-second cache reload is one ZRANGEBYSCORE
 
     @_bounded
     async def add_revocation(self, revocation: Revocation) -> None:

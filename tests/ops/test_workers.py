@@ -60,7 +60,9 @@ class Connections:
         self.seen = len([li for li in gateway.request_lines() if li["path"] == "/healthz"])
         self.pinned: dict[int, httpx.Client] = {}
 
-    def to(self, pid: int | None = None, *, other_than: int | None = None) -> tuple[int, httpx.Client]:
+    def to(
+        self, pid: int | None = None, *, other_than: int | None = None
+    ) -> tuple[int, httpx.Client]:
         for _ in range(60):
             http = httpx.Client(base_url=self.gateway.url, timeout=10)
             worker, self.seen = served_by(self.gateway, http, self.seen)
