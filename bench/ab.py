@@ -6,8 +6,9 @@
 OTHER_TREE is a checkout of another commit (`git archive REV | tar -x -C DIR`), or `.`
 to compare this tree with itself under different settings (`--env-a`/`--env-b`, e.g.
 `--env-a MCP_GATEWAY_REQUEST_LOG=false --env-b MCP_GATEWAY_METRICS_ADDR=127.0.0.1:9464`
-or `--env-b MCP_GATEWAY_WORKERS=2 --no-pin`); "B" is this tree. Prints the median req/s and proxy CPU µs per request of each, and the median
-of the per-round B/A ratios. A benchmark tool, never a test.
+or `--env-b MCP_GATEWAY_WORKERS=2 --no-pin`); "B" is this tree. Prints the median req/s
+and proxy CPU µs per request of each, and the median of the per-round B/A ratios.
+A benchmark tool, never a test.
 """
 
 from __future__ import annotations
