@@ -7,8 +7,8 @@ writes them, so running gateways (every replica, every worker) honour them after
 next revocation reload, within `REVOCATION_REFRESH_SECONDS` (0.5 s).
 
 - `clients revoke ID`: every token the client holds stops working (its refresh tokens
-  are deleted, its access tokens revoked); access tokens it obtains within the next
-  access-token lifetime are refused too. The registration stays.
+  are deleted, its access tokens revoked), and the token endpoint refuses it new ones
+  for the next access-token lifetime. The registration stays.
 - `clients delete ID`: the same, and the registration is deleted (RFC 7592 DELETE).
 - `grants revoke FAMILY... | --client ID | --subject SUB`: the refresh-token families and
   every access token issued from them.

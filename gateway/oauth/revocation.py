@@ -22,6 +22,7 @@ from gateway.oauth.tokens import LEEWAY_SECONDS, AccessToken, TokenService
 from gateway.store.base import RefreshStore, RefreshToken, Revocation, RevocationStore, hash_secret
 
 logger = logging.getLogger("gateway.oauth.revocation")
+REPORT_EVERY = 30.0
 
 
 def max_staleness(interval: float) -> float:
@@ -61,6 +62,9 @@ class RevocationCache:
     def is_family_revoked(self, family: str) -> bool:
         return family in self._families
 
+    def is_client_revoked(self, client_id: str) -> bool:
+        return client_id in self._clients
+
     def add(self, revocation: Revocation) -> None:
         target = self._target(revocation)
         target[revocation.value] = max(revocation.expires_at, target.get(revocation.value, 0))
@@ -82,11 +86,29 @@ class RevocationCache:
         self.last_refresh = self.monotonic()
 
     async def run(self, interval: float) -> None:
+        failing_since: float | None = None
+        last_report = 0.0
         while True:
             try:
                 await self.refresh()
-            except Exception:
-                logger.exception("reloading revocations from the store failed")
+            except Exception as exc:
+                now = self.monotonic()
+                # Reloads run every fraction of a second: report a failure once, then
+                # at most every REPORT_EVERY seconds while it lasts.
+                if failing_since is None:
+                    failing_since = last_report = now
+                    logger.exception("reloading revocations from the store failed")
+                elif now - last_report >= REPORT_EVERY:
+                    last_report = now
+                    logger.error(
+                        "reloading revocations still fails after %.0f s: %s",
+                        now - failing_since,
+                        exc,
+                    )
+            else:
+                if failing_since is not None:
+                    logger.warning("revocations reload from the store again")
+                    failing_since = None
             await asyncio.sleep(interval)
 
 

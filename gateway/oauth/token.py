@@ -204,6 +204,9 @@ class TokenHandler:
             raise UnsupportedGrantType(f"unsupported grant_type {grant_type!r}")
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        if self.ctx.revocations.is_client_revoked(client.client_id):
+            # `memory-gateway clients revoke`: its tokens would be refused anyway.
+            raise UnauthorizedClient("this client's tokens were revoked by the operator")
         body = await grant(self.ctx, client, form)
         await self.ctx.store.mark_client_used(client.client_id, self.ctx.clock())
         self.ctx.token_event("refreshed" if grant_type == "refresh_token" else "issued", grant_type)

@@ -13,7 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ops.support import ROOT, Gateway, Tokens, oauth_flow, start_gateway
+from tests.ops.support import (
+    REDIRECT,
+    ROOT,
+    Gateway,
+    Tokens,
+    authorize,
+    oauth_flow,
+    start_gateway,
+)
 from tests.proxy.conftest import Server, start_upstream
 from tests.store.redis_server import redis_server, require_redis_server, unique_prefix
 
@@ -91,6 +99,15 @@ def test_clients_list_show_and_revoke_stop_a_live_token(gateway: Gateway) -> Non
               "client_id": tokens.client_id},
     )  # fmt: skip
     assert refreshed.status_code == 400  # its grant went too
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:  # and it gets no new token
+        resource = f"{gateway.url}/mcp"
+        code, verifier = authorize(http, tokens.client_id, resource)
+        refused = http.post("/oauth/token", data={
+            "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+            "client_id": tokens.client_id, "redirect_uri": REDIRECT, "resource": resource,
+        })  # fmt: skip
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "unauthorized_client"
 
     deleted = cli(gateway, "clients", "delete", other.client_id, "--json")
     assert json.loads(deleted.stdout)["client_id"] == other.client_id
