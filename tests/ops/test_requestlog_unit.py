@@ -20,7 +20,7 @@ def test_json_lines_stay_valid_with_quotes_backslashes_and_unicode() -> None:
     written: list[str] = []
     log = RequestLog("json", LineSink(written.append), secrets=("k" * 20,))
     exchange = record('/api/"odd"\\path/é')
-    exchange.subject = 'ali"ce\\\n'.encode()
+    exchange.subject = b'ali"ce\\\n'
     exchange.client_id = "clïent".encode()
     exchange.request_id = JWT.encode()
     log.write(exchange, 0.0012)
