@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +163,20 @@ def test_state_survives_a_restart(stack: Stack, tmp_path: Path) -> None:
     with stack.https(stack.dev_ca(tmp_path)) as client:
         listed = client.get("/api/memories", headers={"X-API-Key": API_KEY}).json()["memories"]
     assert "kept across restarts" in [m["content"] for m in listed]
+
+
+def test_ready_and_logging_json_requests(stack: Stack, tmp_path: Path) -> None:
+    """The gateway is healthy by /readyz (compose waited for it) and logs JSON lines."""
+    with stack.https(stack.dev_ca(tmp_path)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ready"}
+        assert client.get("/api/memories", params={"secret": "q"}).status_code == 401
+    time.sleep(0.5)
+    logs = subprocess.run([*stack.compose.compose_command_property, "logs", "--no-color",
+                           "gateway"], cwd=ROOT, capture_output=True, text=True).stdout  # fmt: skip
+    lines = [json.loads(line.split("|", 1)[1]) for line in logs.splitlines()
+             if '"request_id"' in line]  # fmt: skip
+    assert any(li["path"] == "/readyz" and li["status"] == 200 for li in lines)
+    assert any(li["path"] == "/api/memories" and li["status"] == 401 for li in lines)
+    assert "secret=q" not in logs
