@@ -182,3 +182,28 @@ def test_text_request_log_in_development(tmp_path: Path, upstream: Server) -> No
         assert "upstream=" in line
     finally:
         gw.stop()
+
+
+def test_rate_limit_refusals_and_metadata_document_fetches_are_counted(
+    tmp_path: Path, upstream: Server
+) -> None:
+    gw = start_gateway(tmp_path, upstream.url, {"MCP_OAUTH_RATE_LIMIT_PER_MINUTE": "2"})
+    try:
+        with httpx.Client(base_url=gw.url, timeout=10) as http:
+            bad = {"Authorization": "Bearer not-a-token"}
+            statuses = [http.get("/api/memories", headers=bad).status_code for _ in range(4)]
+            # A metadata-document client on a private address is refused (not fetched).
+            refused = http.get("/oauth/authorize", params={
+                "client_id": "https://127.0.0.1:9/client.json", "response_type": "code",
+                "redirect_uri": "https://127.0.0.1:9/cb", "code_challenge": "x" * 43,
+                "code_challenge_method": "S256",
+            })  # fmt: skip
+        assert statuses == [401, 401, 401, 429]  # refused once past the limit
+        assert refused.status_code == 400
+        text = gw.metrics()
+        assert metric(text, "mcp_gateway_rate_limited_total", route="rest") == 1
+        assert metric(text, "mcp_gateway_requests_total", route="rest", status="429") == 1
+        assert metric(text, "mcp_gateway_auth_failures_total", reason="invalid_token") == 3
+        assert metric(text, "mcp_gateway_cimd_fetches_total", outcome="refused") == 1
+    finally:
+        gw.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.ops.support import ROOT, Gateway, start_gateway
+from tests.ops.support import ROOT, Gateway, metric, start_gateway
 from tests.proxy.conftest import free_port, wait_listening
 from tests.store.redis_server import _answers_ping, require_redis_server
 
@@ -79,6 +79,8 @@ def test_readyz_follows_the_backend_and_redis(tmp_path: Path) -> None:
         expect(gateway, 200)
         stop(redis)
         expect(gateway, 503, lambda reason: "store unavailable" in reason)
+        errors = metric(gateway.metrics(), "mcp_gateway_store_errors_total", operation="get_client")
+        assert errors >= 1
         redis = start_redis(binary, redis_port, tmp_path)
         expect(gateway, 200)
     finally:
@@ -88,7 +90,7 @@ def test_readyz_follows_the_backend_and_redis(tmp_path: Path) -> None:
                 stop(proc)
 
 
-def test_readyz_on_sqlite_without_oauth_state_trouble(tmp_path: Path) -> None:
+def test_readyz_on_sqlite_follows_the_backend(tmp_path: Path) -> None:
     backend_port = free_port()
     backend = start_backend(backend_port, tmp_path / "memories.db")
     gateway = start_gateway(tmp_path, f"http://127.0.0.1:{backend_port}", metrics=False)
