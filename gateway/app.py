@@ -30,9 +30,9 @@ from gateway.oauth.tokens import AccessToken, TokenService
 from gateway.observability.exchange import (
     ObservedApp,
     ObservedAuthenticator,
-    ObservedForwarder,
     ObservedProxy,
     Observer,
+    observed_forwarder,
 )
 from gateway.observability.metrics import Metrics
 from gateway.observability.readiness import Readiness
@@ -173,7 +173,7 @@ def create_app(
     )
     observer = _observer(settings, metrics, request_sink)
     if observer.metrics is not None or observer.log is not None:
-        proxy.forward = ObservedForwarder(proxy.forward, observer)
+        proxy.forward = observed_forwarder(proxy.forward, observer)
     if metrics is not None:
         proxy.authenticator = ObservedAuthenticator(authenticator, metrics)
     return Gateway(

@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from gateway.errors import InvalidRequest, InvalidToken, OAuthError, TemporarilyUnavailable
 from gateway.observability.metrics import Metrics
@@ -346,24 +346,33 @@ class ObservedProxy:
             raise
 
 
-class ObservedForwarder(Forwarder):
-    """The proxy's Forwarder, telling the observer what is forwarded and when."""
+class ObservedForwarder:
+    """The proxy's Forwarder, telling the observer what is forwarded and when (a wrapper:
+    the fast path's continuations inside the Forwarder call the real one directly)."""
 
     def __init__(self, inner: Forwarder, observer: Observer) -> None:
-        vars(self).update(vars(inner))
+        self.inner = inner
         self.observer = observer
 
     def start(self, request: Outgoing, client: Client) -> None:
         if isinstance(client, ObservedClient):
             self.observer.forwarded(client.exchange, request)
-        super().start(request, client)
+        self.inner.start(request, client)
 
-    async def __call__(self, request: Outgoing, receive: Receive, send: Send,
-                       conn: Any = None) -> None:  # fmt: skip
+    async def __call__(
+        self, request: Outgoing, receive: Receive, send: Send, conn: Any = None
+    ) -> None:
         io = getattr(send, "__self__", None)
         if isinstance(io, ObservedIO):
             self.observer.forwarded(io.exchange, request)
-        await super().__call__(request, receive, send, conn)
+        await self.inner(request, receive, send, conn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def observed_forwarder(inner: Forwarder, observer: Observer) -> Forwarder:
+    return cast(Forwarder, ObservedForwarder(inner, observer))
 
 
 class ObservedAuthenticator:
