@@ -14,7 +14,7 @@ from gateway.app import Gateway, create_app
 from gateway.http_protocol import fast_proxy_protocol
 from gateway.observability.connections import observed_protocol
 from gateway.observability.listener import MetricsListener
-from gateway.observability.multiprocess import in_worker_pool
+from gateway.observability.multiprocess import in_worker_pool, leave_with_supervisor
 from gateway.settings import Settings
 from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn
 
@@ -48,6 +48,7 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket] = ()) -> No
     if gateway.observer is not None:
         protocol = observed_protocol(protocol, gateway.observer)
     listener = await _metrics_listener(settings, gateway)
+    orphan_watch = asyncio.create_task(leave_with_supervisor()) if in_worker_pool() else None
     if settings.consent == "auto" and not settings.issuer_is_loopback:
         log.warning(
             "MCP_OAUTH_CONSENT=auto approves every authorization request and the issuer %s "
@@ -75,6 +76,8 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket] = ()) -> No
             sockets=list(sockets),
         )
     finally:
+        if orphan_watch is not None:
+            orphan_watch.cancel()
         if listener is not None:
             await listener.close()
 

@@ -145,3 +145,26 @@ def test_a_worker_that_dies_is_replaced(workers: Gateway) -> None:
     time.sleep(3)
     for _ in range(10):
         assert httpx.get(f"{workers.url}/healthz", timeout=5).status_code == 200
+
+
+def test_workers_leave_when_the_supervisor_is_killed(workers: Gateway) -> None:
+    import os
+
+    connections = Connections(workers)
+    try:
+        first, _ = connections.to()
+        second, _ = connections.to(other_than=first)
+    finally:
+        connections.close()
+    workers.proc.kill()
+    workers.proc.wait(5)
+    deadline = time.monotonic() + 10
+    alive = {first, second}
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                alive.discard(pid)
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their supervisor"
