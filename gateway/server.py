@@ -56,30 +56,29 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket] = ()) -> No
             settings.issuer,
         )
     log.info("memory-gateway %s -> %s", settings.issuer, settings.upstream)
-    try:
-        await serve_uvicorn(
-            app,
-            settings.host,
-            settings.port,
-            tls,
-            redirect_port=settings.http_redirect_port if tls is not None else None,
-            http=protocol,
-            loop="uvloop",
-            lifespan="on",
-            access_log=False,
-            log_level=settings.log_level,
-            timeout_keep_alive=75,
-            server_header=False,
-            proxy_headers=False,
-            log_config=None,
-            timeout_graceful_shutdown=drain_budget(settings.drain_seconds),
-            sockets=list(sockets),
-        )
-    finally:
-        if orphan_watch is not None:
-            orphan_watch.cancel()
-        if listener is not None:
-            await listener.close()
+    await serve_uvicorn(
+        app,
+        settings.host,
+        settings.port,
+        tls,
+        redirect_port=settings.http_redirect_port if tls is not None else None,
+        http=protocol,
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_keep_alive=75,
+        server_header=False,
+        proxy_headers=False,
+        # Operations: uvicorn's lines through our log setup, drain limit, shared sockets.
+        log_config=None,
+        timeout_graceful_shutdown=drain_budget(settings.drain_seconds),
+        sockets=list(sockets),
+    )
+    if orphan_watch is not None:
+        orphan_watch.cancel()
+    if listener is not None:
+        await listener.close()
 
 
 def drain_budget(seconds: float) -> float:
