@@ -110,9 +110,12 @@ class RequestLog:
         if self.format == "json":
             # Written out by hand: json.dumps of a dict cost most of a request's log time.
             up = "null" if upstream is None else f"{upstream * 1000:.3f}"
+            # The request id, peer address and method need no escaping: ids sent upstream
+            # match [A-Za-z0-9._-]+, peers are IP addresses, methods HTTP tokens.
+            rid = "null" if request_id is None else f'"{request_id}"'
             return (
-                f'{{"time":"{when}","request_id":{_json(request_id)},'
-                f'"client":{_json(exchange.peer)},"method":{_json(exchange.method)},'
+                f'{{"time":"{when}","request_id":{rid},'
+                f'"client":"{exchange.peer}","method":"{exchange.method}",'
                 f'"path":{_json(path)},"status":{exchange.status},"bytes":{exchange.bytes},'
                 f'"duration_ms":{seconds * 1000:.3f},"upstream_ms":{up},'
                 f'"client_id":{_json(client_id)},"subject":{_json(subject)},'
