@@ -97,6 +97,7 @@ class Exchange:
         "complete",
         "ended",
         "method",
+        "no_credentials",
         "path",
         "peer",
         "request_id",
@@ -122,6 +123,7 @@ class Exchange:
         self.complete = False
         self.ended = False
         self.stream = False
+        self.no_credentials = False
         self.upstream_started = 0.0
         self.upstream_seconds: float | None = None
         self.request_id: bytes | None = None
@@ -152,6 +154,12 @@ class Observer:
         exchange.status = status
         if exchange.upstream_started and exchange.upstream_seconds is None:
             exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
+        if status == 401:
+            # RFC 6750 §3.1: a challenge without an error code answers a request that
+            # brought no credentials (refused ones are counted by ObservedAuthenticator).
+            exchange.no_credentials = not any(
+                name == b"www-authenticate" and b"error=" in value for name, value in headers
+            )
         for name, value in headers:
             if name == b"content-type" and value.startswith(b"text/event-stream"):
                 exchange.stream = True
@@ -207,8 +215,11 @@ class Observer:
                 if upstream is None:
                     upstream = seconds
                 metrics.upstream(upstream, exchange.status)
-            if exchange.status == 403 and exchange.route in ("rest", "mcp", "other"):
-                metrics.auth_failure("insufficient_scope")
+            if exchange.route in ("rest", "mcp", "other"):
+                if exchange.status == 403:
+                    metrics.auth_failure("insufficient_scope")
+                elif exchange.no_credentials:
+                    metrics.auth_failure("missing")
         if self.log is not None:
             self.log.write(exchange, seconds)
 
@@ -399,9 +410,7 @@ class ObservedAuthenticator:
         except OAuthError:
             self.metrics.auth_failure("invalid_token")
             raise
-        if principal is None:
-            self.metrics.auth_failure("missing")
-        return principal
+        return principal  # None: no credentials, counted when the 401 goes out
 
 
 def failure_reason(description: str) -> str:
