@@ -13,12 +13,13 @@ by a `__Host-` cookie, so a callback carried to another browser is refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -58,6 +59,12 @@ MAX_SIGNINS = 10_000
 # Grant families (one per approval) remembered per person and client; past this many
 # the oldest is revoked, so the record stays small.
 MAX_FAMILIES = 32
+# One sign-in step (the authorization URL, or the code exchange with the ID token's keys
+# and UserInfo) may take at most this many MCP_OIDC_TIMEOUTs in all: httpx's timeout
+# bounds each read, not a provider answering a byte at a time.
+PROVIDER_CALLS = 3
+
+T = TypeVar("T")
 
 
 def grant_key(subject: str, client_id: str) -> str:
@@ -101,8 +108,10 @@ class People:
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
         binding = secrets.token_urlsafe(32)
         try:
-            url = await self.provider.authorization_url(
-                state=state, nonce=nonce, verifier=verifier, redirect_uri=self.callback_uri
+            url = await self._bounded(
+                self.provider.authorization_url(
+                    state=state, nonce=nonce, verifier=verifier, redirect_uri=self.callback_uri
+                )
             )
         except ProviderError as exc:
             logger.warning("sign-in provider unavailable: %s", exc.message)
@@ -142,11 +151,13 @@ class People:
         if not code:
             return pages.bad_callback("the provider's answer has no code")
         try:
-            who = await self.provider.finish(
-                code=code,
-                nonce=record["nonce"],
-                verifier=record["verifier"],
-                redirect_uri=self.callback_uri,
+            who = await self._bounded(
+                self.provider.finish(
+                    code=code,
+                    nonce=record["nonce"],
+                    verifier=record["verifier"],
+                    redirect_uri=self.callback_uri,
+                )
             )
         except ProviderError as exc:
             audit.warning("sign-in failed: %s", exc.message)
@@ -187,6 +198,17 @@ class People:
         for cookie in cookies:
             response.headers.append("set-cookie", cookie)
         return response
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """`call` within PROVIDER_CALLS provider timeouts in all; ProviderError after."""
+        budget = self.ctx.settings.provider_timeout * PROVIDER_CALLS
+        try:
+            async with asyncio.timeout(budget):
+                return await call
+        except TimeoutError:
+            raise ProviderError(
+                f"the provider did not finish answering within {budget:g} s", unreachable=True
+            ) from None
 
     def _provider_refused(self, error: str, pending: PendingConsent | None) -> Response:
         audit.info("the identity provider refused the sign-in: error=%s", error[:64])

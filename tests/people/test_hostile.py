@@ -1,0 +1,87 @@
+"""gateway.people against a hostile or failing world: a provider that answers too slowly
+to finish, claims shaped to slip past admission, a grant whose person is gone. Real
+sockets on loopback for the provider; the gateway in process (httpx.ASGITransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.e2e.support import Pkce
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def dribbling_server(seconds: float) -> AsyncIterator[int]:
+    """An HTTP server on loopback that answers 200 at once, then one body byte every
+    0.2 s for `seconds`: every read is quick, the answer never finishes in time."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: 100000\r\n\r\n"
+            )
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        server.close()
+
+
+async def test_a_provider_dribbling_its_answer_is_cut_off_by_a_total_deadline() -> None:
+    async with dribbling_server(60) as port:
+        settings = Settings(
+            issuer="https://localhost:9",
+            consent="oidc",
+            storage="memory://",
+            oidc_issuer=f"http://127.0.0.1:{port}",
+            oidc_client_id="x",
+            oidc_client_secret="y",
+            provider_timeout=1.0,
+            rate_limit_per_minute=0,
+        )
+        gateway = create_app(settings)
+        await gateway.startup()
+        try:
+            transport = httpx.ASGITransport(app=gateway)
+            async with httpx.AsyncClient(transport=transport, base_url=settings.issuer) as http:
+                client = await http.post(
+                    "/oauth/register",
+                    json={
+                        "redirect_uris": ["http://127.0.0.1:5000/cb"],
+                        "token_endpoint_auth_method": "none",
+                    },
+                )
+                query = {
+                    "response_type": "code",
+                    "client_id": client.json()["client_id"],
+                    "code_challenge": Pkce.new().challenge,
+                    "code_challenge_method": "S256",
+                    "state": "s",
+                }
+                started = time.monotonic()
+                async with asyncio.timeout(15):
+                    page = await http.get("/oauth/authorize", params=query)
+                took = time.monotonic() - started
+        finally:
+            await gateway.shutdown()
+    assert page.status_code == 503, page.text
+    assert took < 6, took  # a few provider timeouts, not the provider's whole dribble
