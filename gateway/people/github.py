@@ -17,7 +17,7 @@ import httpx
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.integrations.httpx_client import OAuthError as AuthlibOAuthError
 
-from gateway.people.identity import SignedIn, claim_text
+from gateway.people.identity import SignedIn, claim_email, claim_text
 from gateway.people.provider import TRANSPORT_ERRORS, ProviderError, describe, get_json
 from gateway.settings import Settings
 
@@ -111,7 +111,7 @@ def github_person(user: Any, emails: Any, orgs: Any) -> SignedIn:
     login = claim_text(user.get("login"))
     return SignedIn(
         subject=str(user["id"]),
-        email=claim_text(primary.get("email")) if primary else None,
+        email=claim_email(primary.get("email")) if primary else None,
         email_verified=True if primary else None,
         name=claim_text(user.get("name")) or login,
         groups=groups[:64],

@@ -21,7 +21,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from gateway.people.identity import SignedIn, claim_groups, claim_text
+from gateway.people.identity import SignedIn, claim_email, claim_groups, claim_text
 from gateway.people.provider import TRANSPORT_ERRORS, ProviderError, describe, get_json
 from gateway.settings import Settings
 
@@ -136,7 +136,7 @@ class OidcProvider:
         verified = claims.get("email_verified")
         return SignedIn(
             subject=str(claims["sub"]),
-            email=claim_text(claims.get("email")),
+            email=claim_email(claims.get("email")),
             email_verified=verified if isinstance(verified, bool) else None,
             name=claim_text(claims.get("name")) or claim_text(claims.get("preferred_username")),
             groups=claim_groups(claims.get(self.groups_claim)),

@@ -13,6 +13,9 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.oauth.tokens import MAX_CLAIM_CHARS
+from gateway.people.identity import Admission
+from gateway.people.oidc import OidcProvider
 from gateway.settings import Settings
 from tests.e2e.support import Pkce
 
@@ -85,3 +88,25 @@ async def test_a_provider_dribbling_its_answer_is_cut_off_by_a_total_deadline() 
             await gateway.shutdown()
     assert page.status_code == 503, page.text
     assert took < 6, took  # a few provider timeouts, not the provider's whole dribble
+
+
+def test_an_over_long_email_is_not_cut_into_an_allowed_one() -> None:
+    """`"aaa…@allowed.test"@evil.test` is one (odd but valid) verified address at
+    evil.test; cut at MAX_CLAIM_CHARS it would read as an allowed.test address."""
+    settings = Settings(
+        issuer="https://localhost:9",
+        consent="oidc",
+        storage="memory://",
+        oidc_issuer="https://accounts.example.com",
+        oidc_client_id="x",
+        oidc_client_secret="y",
+    )
+    inside = "@allowed.test"
+    local = '"' + "a" * (MAX_CLAIM_CHARS - 1 - len(inside)) + inside
+    email = f'{local}"@evil.test'
+    who = OidcProvider(settings).signed_in(
+        {"sub": "s", "email": email, "email_verified": True, "name": "Eve"}
+    )
+    rules = Admission(domains=frozenset({"allowed.test"}), emails=frozenset({local[1:]}))
+    assert rules.refusal(who) is not None
+    assert who.email is None or who.email == email
