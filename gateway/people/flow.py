@@ -27,6 +27,7 @@ from starlette.responses import RedirectResponse, Response
 
 from gateway.errors import AccessDenied, InvalidGrant
 from gateway.oauth.audit import audit
+from gateway.oauth.authorize import RESOURCE_OWNER
 from gateway.oauth.authorize_http import NO_STORE, approve, ask_consent, error_redirect
 from gateway.oauth.context import Context
 from gateway.oauth.models import Client
@@ -287,7 +288,12 @@ class People:
         """Who a grant acts for, and its scopes within what they may hold now."""
         who = await self._person(subject)
         if who is None:
-            return None, scopes
+            if subject == RESOURCE_OWNER:
+                return None, scopes  # the operator's grant (MCP_OAUTH_CONSENT=api_key)
+            # The record lapsed (PERSON_TTL after the last sign-in) while the refresh
+            # family, renewed at every use, lived on: without it neither admission nor
+            # the connected-apps check could be made, so the person signs in again.
+            raise InvalidGrant("sign in again: this person's sign-in record has expired")
         reason = self.admission.refusal(who)
         if reason is not None:
             raise InvalidGrant(f"this person is no longer admitted: {reason}")

@@ -13,11 +13,13 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.errors import InvalidGrant
 from gateway.oauth.tokens import MAX_CLAIM_CHARS
 from gateway.people.identity import Admission
 from gateway.people.oidc import OidcProvider
 from gateway.settings import Settings
 from tests.e2e.support import Pkce
+from tests.people.test_in_process import app, people_of  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -110,3 +112,19 @@ def test_an_over_long_email_is_not_cut_into_an_allowed_one() -> None:
     rules = Admission(domains=frozenset({"allowed.test"}), emails=frozenset({local[1:]}))
     assert rules.refusal(who) is not None
     assert who.email is None or who.email == email
+
+
+async def test_a_grant_whose_person_record_is_gone_is_refused(
+    app: tuple[object, object],  # noqa: F811
+) -> None:
+    """A refresh family lives as long as it is used; the person's record (and with it
+    the admission and connected-apps checks) must not silently fall away."""
+    gateway, _ = app
+    people = people_of(gateway)  # type: ignore[arg-type]
+    with pytest.raises(InvalidGrant):
+        await people.token_person("p-gone", "client-1", "family-1", frozenset({"read"}))
+    # The operator's grants (MCP_OAUTH_CONSENT=api_key before) carry no person.
+    assert await people.token_person("user", "client-1", "f", frozenset({"read"})) == (
+        None,
+        frozenset({"read"}),
+    )
