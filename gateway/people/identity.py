@@ -134,7 +134,17 @@ def verified_email(who: SignedIn, require_verified: bool = True) -> str | None:
         return None
     if who.email_verified is None and require_verified:
         return None
-    return who.email.lower()
+    return ascii_lower(who.email)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """A-Z lower-cased, nothing else: str.lower() also folds other characters onto
+    ASCII (KELVIN SIGN U+212A to 'k'), which would let a verified address that is
+    not on the allow list compare equal to one that is."""
+    return text.translate(_ASCII_LOWER)
 
 
 def _why(who: SignedIn, email: str | None) -> str:

@@ -15,7 +15,7 @@ import pytest
 from gateway.app import create_app
 from gateway.errors import InvalidGrant
 from gateway.oauth.tokens import MAX_CLAIM_CHARS
-from gateway.people.identity import Admission
+from gateway.people.identity import Admission, SignedIn
 from gateway.people.oidc import OidcProvider
 from gateway.settings import Settings
 from tests.e2e.support import Pkce
@@ -128,3 +128,13 @@ async def test_a_grant_whose_person_record_is_gone_is_refused(
         None,
         frozenset({"read"}),
     )
+
+
+def test_a_unicode_address_does_not_fold_onto_an_allowed_ascii_one() -> None:
+    """str.lower() maps KELVIN SIGN (U+212A) to 'k': a different, verified address
+    must not become the allowed 'kate@x.test' or an address at 'kelp.test'."""
+    rules = Admission(emails=frozenset({"kate@x.test"}), domains=frozenset({"kelp.test"}))
+    assert rules.refusal(SignedIn("k1", "\u212aate@x.test", True)) is not None
+    assert rules.refusal(SignedIn("k2", "eve@\u212aelp.test", True)) is not None
+    assert rules.refusal(SignedIn("k3", "KATE@X.test", True)) is None
+    assert rules.refusal(SignedIn("k4", "Eve@KELP.TEST", True)) is None
