@@ -17,7 +17,7 @@ import httpx
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.integrations.httpx_client import OAuthError as AuthlibOAuthError
 
-from gateway.people.identity import SignedIn, claim_email, claim_text
+from gateway.people.identity import MAX_RULE_GROUPS, SignedIn, claim_email, claim_text
 from gateway.people.provider import TRANSPORT_ERRORS, ProviderError, describe, get_json
 from gateway.settings import Settings
 
@@ -114,6 +114,6 @@ def github_person(user: Any, emails: Any, orgs: Any) -> SignedIn:
         email=claim_email(primary.get("email")) if primary else None,
         email_verified=True if primary else None,
         name=claim_text(user.get("name")) or login,
-        groups=groups[:64],
+        groups=groups[:MAX_RULE_GROUPS],
         login=login.lower() if login else None,
     )

@@ -20,6 +20,9 @@ from gateway.policy import Ceiling
 from gateway.settings import Settings
 
 PERSON_SCOPES = frozenset({"read", "write", "offline_access"})
+# Groups the admission and scope rules look at (tokens and headers carry MAX_GROUPS):
+# cutting the list short would drop the very group a `people:` ceiling restricts.
+MAX_RULE_GROUPS = 1000
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class SignedIn:
 
     @property
     def person(self) -> Person:
-        return Person(email=self.email, name=self.name, groups=self.groups)
+        """What tokens, sessions and X-Auth-Groups carry: at most MAX_GROUPS groups."""
+        return Person(email=self.email, name=self.name, groups=self.groups[:MAX_GROUPS])
 
     @property
     def label(self) -> str:
@@ -172,9 +176,12 @@ def claim_email(value: object) -> str | None:
 
 
 def claim_groups(value: object) -> tuple[str, ...]:
-    """A groups claim: a list of strings (or one string), bounded."""
+    """A groups claim: a list of strings (or one string), bounded: at most
+    MAX_RULE_GROUPS names, and a name longer than MAX_CLAIM_CHARS is left out (cut
+    short it could equal another group's name)."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
         return ()
-    return tuple(g[:MAX_CLAIM_CHARS] for g in value if isinstance(g, str) and g)[:MAX_GROUPS]
+    kept = (g for g in value if isinstance(g, str) and g and len(g) <= MAX_CLAIM_CHARS)
+    return tuple(kept)[:MAX_RULE_GROUPS]

@@ -15,8 +15,9 @@ import pytest
 from gateway.app import create_app
 from gateway.errors import InvalidGrant
 from gateway.oauth.tokens import MAX_CLAIM_CHARS
-from gateway.people.identity import Admission, SignedIn
+from gateway.people.identity import Admission, SignedIn, claim_groups
 from gateway.people.oidc import OidcProvider
+from gateway.policy import Ceiling
 from gateway.settings import Settings
 from tests.e2e.support import Pkce
 from tests.people.test_in_process import app, people_of  # noqa: F401  (fixture)
@@ -138,3 +139,12 @@ def test_a_unicode_address_does_not_fold_onto_an_allowed_ascii_one() -> None:
     assert rules.refusal(SignedIn("k2", "eve@\u212aelp.test", True)) is not None
     assert rules.refusal(SignedIn("k3", "KATE@X.test", True)) is None
     assert rules.refusal(SignedIn("k4", "Eve@KELP.TEST", True)) is None
+
+
+def test_a_ceiling_group_past_the_first_64_still_holds() -> None:
+    """A person in many groups whose read-only group comes late in the claim keeps
+    the read-only ceiling (cutting the list at 64 gave them read write)."""
+    ceiling = Ceiling(frozenset({"contractors"}), frozenset(), frozenset({"read"}))
+    rules = Admission(ceilings=(ceiling,))
+    groups = claim_groups([f"team-{i}" for i in range(100)] + ["contractors"])
+    assert rules.scopes(SignedIn("c1", groups=groups)) == {"read"}
