@@ -203,7 +203,21 @@ class OidcProvider:
         )
         if not isinstance(info, dict) or info.get("sub") != claims["sub"]:
             raise ProviderError("the UserInfo answer is about someone else (sub differs)")
-        return {**info, **{k: v for k, v in claims.items() if v is not None}}
+        return merge_userinfo(claims, info)
+
+
+def merge_userinfo(claims: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The ID token's claims completed by UserInfo's. Pure. `email` and
+    `email_verified` come as a pair from one source: UserInfo's `email_verified` is
+    about UserInfo's address, never proof for a different one in the ID token."""
+    merged = {**info, **{k: v for k, v in claims.items() if v is not None}}
+    if claims.get("email") is not None:
+        merged.pop("email_verified", None)
+        if claims.get("email_verified") is not None:
+            merged["email_verified"] = claims["email_verified"]
+        elif info.get("email") == claims["email"] and "email_verified" in info:
+            merged["email_verified"] = info["email_verified"]
+    return merged
 
 
 def _needs_userinfo(claims: dict[str, Any], groups_claim: str) -> bool:

@@ -16,7 +16,7 @@ from gateway.app import create_app
 from gateway.errors import InvalidGrant
 from gateway.oauth.tokens import MAX_CLAIM_CHARS
 from gateway.people.identity import Admission, SignedIn, claim_groups
-from gateway.people.oidc import OidcProvider
+from gateway.people.oidc import OidcProvider, merge_userinfo
 from gateway.policy import Ceiling
 from gateway.settings import Settings
 from tests.e2e.support import Pkce
@@ -148,3 +148,13 @@ def test_a_ceiling_group_past_the_first_64_still_holds() -> None:
     rules = Admission(ceilings=(ceiling,))
     groups = claim_groups([f"team-{i}" for i in range(100)] + ["contractors"])
     assert rules.scopes(SignedIn("c1", groups=groups)) == {"read"}
+
+
+def test_userinfo_verifies_only_its_own_address() -> None:
+    token = {"sub": "s", "email": "eve@allowed.test"}  # no email_verified in the ID token
+    info = {"sub": "s", "email": "eve@evil.test", "email_verified": True}
+    assert merge_userinfo(token, info).get("email_verified") is None
+    same = {"sub": "s", "email": "eve@allowed.test", "email_verified": True}
+    assert merge_userinfo(token, same)["email_verified"] is True
+    assert merge_userinfo({"sub": "s"}, info)["email"] == "eve@evil.test"
+    assert merge_userinfo({"sub": "s"}, info)["email_verified"] is True
