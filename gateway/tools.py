@@ -53,7 +53,8 @@ def read_only_tools(result: object) -> tuple[dict[str, bool], str | None]:
             raise ToolListError("tools/list result has a tool without a string 'name'")
         annotations = tool.get("annotations")
         hint = annotations.get("readOnlyHint") if isinstance(annotations, dict) else None
-        found[tool["name"]] = hint is True
+        # A name listed twice is read-only only if every listing says so.
+        found[tool["name"]] = found.get(tool["name"], True) and hint is True
     cursor = result.get("nextCursor")
     return found, cursor if isinstance(cursor, str) and cursor else None
 
@@ -184,7 +185,8 @@ class ToolLister:
             params = {"cursor": cursor} if cursor else {}
             result, _ = await self._call(2 + page, "tools/list", params, session)
             found, cursor = read_only_tools(result)
-            tools.update(found)
+            for name, flag in found.items():
+                tools[name] = tools.get(name, True) and flag
             if len(tools) > MAX_TOOLS:
                 raise ToolListError(f"upstream lists more than {MAX_TOOLS} tools")
             if cursor is None:
@@ -206,10 +208,11 @@ class ToolLister:
 
     async def _notify(self, method: str, session: str | None) -> None:
         message = {"jsonrpc": "2.0", "method": method}
-        response = await self._http.post(
-            self.url, content=json.dumps(message), headers=_session(session)
-        )
-        await response.aclose()
+        # The answer (202, no body, by MCP) is not read: a body, however long, is dropped.
+        async with self._http.stream(
+            "POST", self.url, content=json.dumps(message), headers=_session(session)
+        ):
+            pass
 
 
 def _session(session: str | None) -> dict[str, str]:
