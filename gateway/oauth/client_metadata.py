@@ -89,6 +89,7 @@ class DocumentStore(Protocol):
     async def add_client(self, client: Client, *, limit: int) -> bool: ...
     async def get_client(self, client_id: str) -> Client | None: ...
     async def replace_client(self, client: Client) -> None: ...
+    async def delete_client(self, client_id: str) -> bool: ...
 
 
 class FetchFailed(InvalidClient):
@@ -446,11 +447,25 @@ class ClientMetadataResolver:
             client = client_from_document(client_id, document, self.allowed_redirect_schemes)
         except InvalidClient as exc:
             logger.warning("client metadata document refused: %s", exc.description)
+            if stored is not None:
+                await self._forget(client_id)
             raise
         if ttl > 0:
             self._cache.put(client_id, client, now + ttl)
             await self._keep(client, stored is not None, now, now + ttl)
+        elif stored is not None:
+            await self._forget(client_id)
         return client
+
+    async def _forget(self, client_id: str) -> None:
+        """The stored copy is superseded (by an invalid or a `no-store` document): it
+        must not come back as the stale-if-error answer (with, say, redirect URIs the
+        client has since withdrawn)."""
+        assert self.store is not None
+        try:
+            await self.store.delete_client(client_id)
+        except Exception as exc:
+            logger.warning("client metadata store unavailable: %s", type(exc).__name__)
 
     async def _stored(self, client_id: str) -> Client | None:
         if self.store is None:

@@ -808,6 +808,34 @@ async def test_cimd_no_store_documents_are_not_kept(
     assert await stored_resolver.store.get_client(url) is None
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("successor", ["no-store", "invalid"])
+async def test_cimd_a_superseded_stored_document_does_not_come_back_when_the_host_fails(
+    site: Site, stored_resolver: ClientMetadataResolver, clock: Clock, successor: str
+) -> None:
+    """The client withdraws a redirect URI (a new `no-store` document, or one we
+    refuse); when its host later fails, the old stored document (with the withdrawn
+    URI) must not be served as the stale-if-error answer."""
+    url = site.url("/w.json")
+    old = doc(url, redirect_uris=["https://withdrawn.example/cb"])
+    site.serve("/w.json", old, headers=_json_max_age(60))
+    assert (await stored_resolver.resolve(url)).redirect_uris == ("https://withdrawn.example/cb",)
+    if successor == "no-store":
+        headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+        site.serve("/w.json", doc(url, redirect_uris=["https://new.example/cb"]), headers=headers)
+        clock.now += 61
+        assert (await stored_resolver.resolve(url)).redirect_uris == ("https://new.example/cb",)
+    else:
+        bad = doc(url, redirect_uris=["javascript:alert(1)"])
+        site.serve("/w.json", bad, headers=_json_max_age(60))
+        clock.now += 61
+        assert "redirect_uris" in await refused(stored_resolver, url)
+    site.serve("/w.json", b"<html>down</html>", status=503, headers={"Content-Type": "text/html"})
+    clock.now += 1
+    stored_resolver._cache = type(stored_resolver._cache)(16)
+    assert "HTTP 503" in await refused(stored_resolver, url)
+
+
 def test_cimd_supplied_documents_load_and_refuse_bad_ones(tmp_path: Any) -> None:
     from gateway.oauth.client_metadata import SuppliedDocumentError, load_supplied
 
