@@ -53,7 +53,12 @@ class Context:
         """A registered client, or one described by its metadata document URL."""
         if self.resolver is not None and client_id.startswith("https://"):
             return await self.resolver.resolve(client_id)
-        return await self.store.get_client(client_id)
+        client = await self.store.get_client(client_id)
+        if client is not None and client.source == "cimd":
+            # A document stored while CIMD was on (gateway.oauth.client_metadata) is a
+            # cache of the resolver's, not a registration: with CIMD off it is no one.
+            return None
+        return client
 
     async def form(self, request: Request) -> dict[str, str]:
         return await read_form(request, self.settings.max_form_bytes)

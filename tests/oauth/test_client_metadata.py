@@ -878,3 +878,46 @@ async def test_cimd_supplied_document_works_with_no_network() -> None:
 
 def _json_max_age(seconds: int) -> dict[str, str]:
     return {"Content-Type": "application/json", "Cache-Control": f"max-age={seconds}"}
+
+
+@pytest.mark.anyio
+async def test_cimd_stored_documents_are_no_clients_once_cimd_is_off() -> None:
+    """MCP_OAUTH_CIMD_ENABLED=false: a document stored while it was on (the store keeps
+    them for restarts) must not answer as a registered client, with no fetch and no
+    freshness check."""
+    from gateway.app import create_app
+    from gateway.settings import Settings
+    from tests.e2e.support import Pkce
+
+    settings = Settings(
+        issuer="https://localhost:9",
+        storage="memory://",
+        api_key="k" * 32,
+        cimd_enabled=False,
+        rate_limit_per_minute=0,
+        upstream="http://127.0.0.1:9",
+    )
+    gateway = create_app(settings)
+    await gateway.startup()
+    try:
+        assert gateway.authorization is not None
+        assert gateway.authorization.context is not None
+        url = "https://app.example/client.json"
+        stored = client_from_document(url, doc(url, redirect_uris=["https://app.example/cb"]))
+        assert await gateway.authorization.context.store.add_client(stored, limit=10)
+        transport = httpx.ASGITransport(app=gateway)
+        async with httpx.AsyncClient(transport=transport, base_url=settings.issuer) as http:
+            page = await http.get(
+                "/oauth/authorize",
+                params={
+                    "response_type": "code",
+                    "client_id": url,
+                    "redirect_uri": "https://app.example/cb",
+                    "code_challenge": Pkce.new().challenge,
+                    "code_challenge_method": "S256",
+                    "state": "s",
+                },
+            )
+    finally:
+        await gateway.shutdown()
+    assert page.status_code == 400, page.text
