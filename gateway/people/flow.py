@@ -52,6 +52,9 @@ logger = logging.getLogger("gateway.people")
 SIGNIN = "signin"
 PERSON = "person"
 GRANT = "grant"
+# When a grant was last used, apart from the grant: the token endpoint never writes the
+# grant itself, so a refresh racing the person's revocation cannot write it back.
+GRANT_USED = "grant-used"
 SEP = "\x1f"
 PERSON_TTL = 400 * 86400
 # Sign-ins in progress at most (each unauthenticated /oauth/authorize may start one):
@@ -272,13 +275,14 @@ class People:
             "scope": pending.scope,
             "families": families[-MAX_FAMILIES:],
             "approved_at": remembered or now,
-            "last_used": old.get("last_used"),
         }
         await self.ctx.store.put_record(GRANT, key, grant, now + self._grant_ttl())
 
     def _grant_ttl(self) -> float:
+        """A grant lives as long as its person's record can (it is not renewed by use:
+        see GRANT_USED); past that the person signs in and approves again."""
         settings = self.ctx.settings
-        return max(settings.refresh_token_ttl, settings.consent_remember_ttl, 86400)
+        return max(settings.refresh_token_ttl, settings.consent_remember_ttl, PERSON_TTL)
 
     # the token endpoint
 
@@ -304,8 +308,10 @@ class People:
         grant = await self.ctx.store.get_record(GRANT, key, self.clock())
         if grant is None or family not in grant.get("families", []):
             raise InvalidGrant("this application's access has been revoked")
-        grant["last_used"] = self.clock()
-        await self.ctx.store.put_record(GRANT, key, grant, self.clock() + self._grant_ttl())
+        now = self.clock()
+        await self.ctx.store.put_record(
+            GRANT_USED, key, {"last_used": now}, now + self._grant_ttl()
+        )
         return who.person, allowed
 
     async def _person(self, subject: str) -> SignedIn | None:
@@ -380,13 +386,18 @@ class People:
 async def list_grants(store: RecordStore, subject: str | None) -> list[tuple[str, dict[str, Any]]]:
     """A person's grants (every person's when `subject` is None), by key."""
     prefix = "" if subject is None else f"{subject}{SEP}"
-    return await store.list_records(GRANT, prefix, time.time())
+    now = time.time()
+    used = dict(await store.list_records(GRANT_USED, prefix, now))
+    grants = await store.list_records(GRANT, prefix, now)
+    return [(key, {**grant, **used.get(key, {})}) for key, grant in grants]
 
 
 async def revoke_grant(store: RecordStore, revoker: Revoker, subject: str, client_id: str) -> bool:
     """Revoke everything a person granted a client: its refresh tokens and access tokens
     (their families) stop working, and consent is asked again next time."""
-    grant = await store.take_record(GRANT, grant_key(subject, client_id), time.time())
+    key = grant_key(subject, client_id)
+    grant = await store.take_record(GRANT, key, time.time())
+    await store.delete_record(GRANT_USED, key)
     if grant is None:
         return False
     for family in grant.get("families", []):

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from gateway.app import create_app
 from gateway.errors import InvalidGrant
 from gateway.oauth.tokens import MAX_CLAIM_CHARS
+from gateway.people.flow import GRANT, PERSON, grant_key, revoke_grant
 from gateway.people.identity import Admission, SignedIn, claim_groups
 from gateway.people.oidc import OidcProvider, merge_userinfo
 from gateway.policy import Ceiling
@@ -158,3 +160,39 @@ def test_userinfo_verifies_only_its_own_address() -> None:
     assert merge_userinfo(token, same)["email_verified"] is True
     assert merge_userinfo({"sub": "s"}, info)["email"] == "eve@evil.test"
     assert merge_userinfo({"sub": "s"}, info)["email_verified"] is True
+
+
+async def test_a_refresh_racing_the_revocation_does_not_bring_the_grant_back(
+    tmp_path: Path,
+) -> None:
+    """The person revokes an app on the connected-apps page while the app refreshes:
+    the refresh's bookkeeping must not write the revoked grant back (with it, the
+    remembered consent would approve the app again without asking)."""
+    from tests.people.test_in_process import settings as people_settings
+
+    gateway = create_app(people_settings(storage=f"sqlite:///{tmp_path / 'g.db'}"))
+    await gateway.startup()
+    try:
+        people = people_of(gateway)
+        store, now = people.ctx.store, time.time()
+        resurrected = 0
+        for attempt in range(20):
+            subject, client_id = f"p{attempt}", "client-1"
+            await store.put_record(PERSON, subject, {"subject": subject}, now + 3600)
+            grant = {"subject": subject, "client_id": client_id, "scope": "read"}
+            key = grant_key(subject, client_id)
+            await store.put_record(GRANT, key, {**grant, "families": ["f"]}, now + 3600)
+
+            async def revoke(after: float, subject: str = subject) -> bool:
+                await asyncio.sleep(after)  # the click lands anywhere in the refresh
+                return await revoke_grant(store, people.ctx.revoker, subject, "client-1")
+
+            await asyncio.gather(
+                people.token_person(subject, client_id, "f", frozenset({"read"})),
+                revoke(attempt * 0.0002),
+                return_exceptions=True,
+            )
+            resurrected += await store.get_record(GRANT, key, now) is not None
+    finally:
+        await gateway.shutdown()
+    assert resurrected == 0
