@@ -190,7 +190,7 @@ class People:
             {**who.to_json(), "signed_in_at": self.clock()},
             self.clock() + PERSON_TTL,
         )
-        _, session_cookie = self.sessions.issue(who.subject, who.person, scopes)
+        _, session_cookie = self.sessions.issue(who.subject, self.admission.person(who), scopes)
         cookies.append(session_cookie)
         audit.info("person signed in: subject=%s email=%s", who.subject, who.email)
         if pending is None or client is None:
@@ -312,7 +312,7 @@ class People:
         await self.ctx.store.put_record(
             GRANT_USED, key, {"last_used": now}, now + self._grant_ttl()
         )
-        return who.person, allowed
+        return self.admission.person(who), allowed
 
     async def _person(self, subject: str) -> SignedIn | None:
         data = await self.ctx.store.get_record(PERSON, subject, self.clock())

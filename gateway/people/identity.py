@@ -12,7 +12,7 @@ groups and emails they name (docs/policy.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.oauth.tokens import MAX_CLAIM_CHARS, MAX_GROUPS, Person
@@ -115,6 +115,13 @@ class Admission:
         if self.github_orgs & {g.lower() for g in who.groups}:
             return None
         return _why(who, email)
+
+    def person(self, who: SignedIn) -> Person:
+        """What tokens, the session and the X-Auth-* headers say about `who`: the email
+        only when it counts for admission too (an unverified one, such as Entra ID's
+        editable `email`, would let the backend take one person for another)."""
+        email = who.email if verified_email(who, self.require_verified) is not None else None
+        return replace(who.person, email=email)
 
     def scopes(self, who: SignedIn) -> frozenset[str]:
         """The most this person may hold: the union of the policy's `people:` ceilings

@@ -196,3 +196,24 @@ async def test_a_refresh_racing_the_revocation_does_not_bring_the_grant_back(
     finally:
         await gateway.shutdown()
     assert resurrected == 0
+
+
+async def test_an_unverified_email_is_not_passed_on_to_the_backend(
+    app: tuple[object, object],  # noqa: F811
+) -> None:
+    """Admitted by group, with an email the provider does not vouch for (Entra ID's
+    editable `email`): tokens and X-Auth-Email must not name that address."""
+    gateway, clock = app
+    people = people_of(gateway)  # type: ignore[arg-type]
+    store, now = people.ctx.store, clock()  # type: ignore[operator]
+    for subject, verified in (("eve", None), ("ann", True)):
+        who = {"subject": subject, "email": f"{subject}@victim.test", "email_verified": verified}
+        await store.put_record(PERSON, subject, who, now + 3600)
+        grant = {"subject": subject, "client_id": "c", "scope": "read", "families": ["f"]}
+        await store.put_record(GRANT, grant_key(subject, "c"), grant, now + 3600)
+    eve, _ = await people.token_person("eve", "c", "f", frozenset({"read"}))
+    ann, _ = await people.token_person("ann", "c", "f", frozenset({"read"}))
+    assert eve is not None
+    assert eve.email is None
+    assert ann is not None
+    assert ann.email == "ann@victim.test"
