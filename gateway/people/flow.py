@@ -101,6 +101,8 @@ class People:
 
     async def login(self, request: Request) -> Response:
         """GET /oauth/login?return_to=/path: sign in for the gateway's own pages."""
+        # Each call may store a sign-in in progress, like /oauth/authorize: same budget.
+        await self.ctx.limit("authorize", request)
         target = request.query_params.get("return_to", "/oauth/apps")
         if not target.startswith("/") or target.startswith("//") or "\\" in target:
             target = "/oauth/apps"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from gateway.people.oidc import OidcProvider, merge_userinfo
 from gateway.policy import Ceiling
 from gateway.settings import Settings
 from tests.e2e.support import Pkce
-from tests.people.test_in_process import app, people_of  # noqa: F401  (fixture)
+from tests.people.test_in_process import app, client, people_of  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -217,3 +218,24 @@ async def test_an_unverified_email_is_not_passed_on_to_the_backend(
     assert eve.email is None
     assert ann is not None
     assert ann.email == "ann@victim.test"
+
+
+async def test_sign_in_starts_from_one_address_are_rate_limited() -> None:
+    """/oauth/login stores a sign-in in progress for anyone, like /oauth/authorize: it
+    shares that endpoint's per-address budget (else one address could evict every
+    real person's sign-in from the capped store)."""
+    from tests.people.test_in_process import settings as people_settings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    gateway = create_app(
+        people_settings(rate_limit_per_minute=5, oidc_issuer=f"http://127.0.0.1:{dead}")
+    )
+    await gateway.startup()
+    try:
+        async with client(gateway) as http:
+            statuses = [(await http.get("/oauth/login")).status_code for _ in range(8)]
+    finally:
+        await gateway.shutdown()
+    assert 429 in statuses, statuses
