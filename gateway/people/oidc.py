@@ -130,6 +130,9 @@ class OidcProvider:
         audience = claims.get("aud")
         if isinstance(audience, list) and len(audience) > 1 and claims.get("azp") != self.client_id:
             raise ProviderError("the ID token names other audiences and not us as azp")
+        if "azp" in claims and claims["azp"] != self.client_id:
+            # OIDC Core §3.1.3.7 (5): an azp present must be our client_id.
+            raise ProviderError("the ID token was issued to another party (azp)")
         return claims
 
     def signed_in(self, claims: dict[str, Any]) -> SignedIn:

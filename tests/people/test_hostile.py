@@ -20,6 +20,7 @@ from gateway.oauth.tokens import MAX_CLAIM_CHARS
 from gateway.people.flow import GRANT, PERSON, grant_key, revoke_grant
 from gateway.people.identity import Admission, SignedIn, claim_groups
 from gateway.people.oidc import OidcProvider, merge_userinfo
+from gateway.people.provider import ProviderError
 from gateway.policy import Ceiling
 from gateway.settings import Settings
 from tests.e2e.support import Pkce
@@ -239,3 +240,33 @@ async def test_sign_in_starts_from_one_address_are_rate_limited() -> None:
     finally:
         await gateway.shutdown()
     assert 429 in statuses, statuses
+
+
+async def test_an_id_token_issued_to_another_party_is_refused() -> None:
+    """aud is us but azp names another client (OIDC Core §3.1.3.7 (5))."""
+    from joserfc import jwt
+    from joserfc.jwk import KeySet, RSAKey
+
+    settings = Settings(
+        issuer="https://localhost:9",
+        consent="oidc",
+        storage="memory://",
+        oidc_issuer="https://idp.test",
+        oidc_client_id="cid",
+        oidc_client_secret="secret-0123456789",
+    )
+    rp = OidcProvider(settings)
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
+    rp._keys, rp._keys_at = KeySet([key]), time.time()
+    now = int(time.time())
+    claims = {"iss": "https://idp.test", "sub": "u", "aud": "cid", "exp": now + 300}
+    claims |= {"iat": now, "nonce": "n"}
+    header = {"alg": "RS256", "kid": "k1"}
+    try:
+        assert (await rp.verify_id_token(jwt.encode(header, claims, key), "n"))["sub"] == "u"
+        mine = jwt.encode(header, {**claims, "azp": "cid"}, key)
+        assert (await rp.verify_id_token(mine, "n"))["sub"] == "u"
+        with pytest.raises(ProviderError, match="azp"):
+            await rp.verify_id_token(jwt.encode(header, {**claims, "azp": "other"}, key), "n")
+    finally:
+        await rp.aclose()
