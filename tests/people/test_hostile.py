@@ -17,7 +17,7 @@ import pytest
 from gateway.app import create_app
 from gateway.errors import InvalidGrant
 from gateway.oauth.tokens import MAX_CLAIM_CHARS
-from gateway.people.flow import GRANT, PERSON, grant_key, revoke_grant
+from gateway.people.flow import GRANT, PERSON, grant_key, list_grants, revoke_grant
 from gateway.people.identity import Admission, SignedIn, claim_groups
 from gateway.people.oidc import OidcProvider, merge_userinfo
 from gateway.people.provider import ProviderError
@@ -219,6 +219,9 @@ async def test_an_unverified_email_is_not_passed_on_to_the_backend(
     assert eve.email is None
     assert ann is not None
     assert ann.email == "ann@victim.test"
+    # The use is recorded apart from the grant, and the listings still show it.
+    [(_, listed)] = await list_grants(store, "ann")
+    assert listed["last_used"] == now
 
 
 async def test_sign_in_starts_from_one_address_are_rate_limited() -> None:
