@@ -28,7 +28,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     oauth_enabled: bool = True
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
     issuer: str = "http://localhost:8000"
     access_token_ttl: int = 3600
     code_ttl: int = 600
@@ -37,14 +37,15 @@ class Settings:
     https_enabled: bool = False
     cert_file: Path | None = None
     key_file: Path | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     upstream: str = "http://127.0.0.1:8001"
     state_dir: Path = Path("state")
-    storage: str = "sqlite:///state/oauth.db"
+    # repr=False: a Redis URL may carry its password; secrets never show in repr/str.
+    storage: str = field(default="sqlite:///state/oauth.db", repr=False)
     consent: ConsentMode = "auto"
-    dcr_registration_key: str | None = None
+    dcr_registration_key: str | None = field(default=None, repr=False)
     policy_file: Path | None = None
     trusted_proxies: tuple[str, ...] = ()
     allowed_redirect_schemes: tuple[str, ...] = ()
@@ -68,12 +69,12 @@ class Settings:
     # People (MCP_OAUTH_CONSENT=oidc|github): see _people() and gateway/people/.
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
-    oidc_client_secret: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)
     oidc_scopes: str = "openid email profile"
     oidc_groups_claim: str = "groups"
     oidc_require_email_verified: bool = True
     github_client_id: str | None = None
-    github_client_secret: str | None = None
+    github_client_secret: str | None = field(default=None, repr=False)
     github_url: str = "https://github.com"
     github_api_url: str = "https://api.github.com"
     allowed_emails: tuple[str, ...] = ()

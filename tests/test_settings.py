@@ -140,3 +140,33 @@ def test_upstream_key_and_tool_and_cimd_settings_are_read() -> None:
 def test_upstream_key_must_be_a_header_token(value: str) -> None:
     with pytest.raises(SettingsError, match="MCP_GATEWAY_UPSTREAM_API_KEY"):
         Settings.from_env({"MCP_GATEWAY_UPSTREAM_API_KEY": value})
+
+
+def test_no_secret_appears_in_repr_or_str() -> None:
+    """Settings end up in logs and tracebacks: no secret value may show in them."""
+    secrets = {
+        "MCP_OAUTH_SECRET_KEY": "secret-key-" + "s" * 32,
+        "MCP_API_KEY": "api-key-" + "a" * 32,
+        "MCP_DCR_REGISTRATION_KEY": "dcr-key-" + "d" * 32,
+        "MCP_GATEWAY_UPSTREAM_API_KEY": "upstream-key-" + "u" * 32,
+        "MCP_OIDC_CLIENT_SECRET": "oidc-secret-" + "o" * 32,
+        "MCP_GITHUB_CLIENT_SECRET": "github-secret-" + "g" * 32,
+    }
+    password = "redis-password-" + "r" * 16
+    settings = Settings.from_env(
+        {
+            **secrets,
+            "MCP_OAUTH_CONSENT": "api_key",
+            "MCP_OIDC_ISSUER": "https://login.example.com",
+            "MCP_OIDC_CLIENT_ID": "gateway",
+            "MCP_GITHUB_CLIENT_ID": "Ov23li",
+            "MCP_OAUTH_STORAGE": f"redis://:{password}@127.0.0.1:6379/0",
+        }
+    )
+    assert settings.api_key == secrets["MCP_API_KEY"]
+    assert settings.github_client_secret == secrets["MCP_GITHUB_CLIENT_SECRET"]
+    assert settings.oidc_client_secret == secrets["MCP_OIDC_CLIENT_SECRET"]
+    assert password in settings.storage
+    shown = repr(settings) + str(settings)
+    for value in [*secrets.values(), password]:
+        assert value not in shown
