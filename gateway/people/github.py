@@ -4,9 +4,10 @@ Authlib's OAuth 2 client runs the web flow (state and PKCE S256, which GitHub su
 GitHub issues no ID token, so the person is read from the REST API with the user's
 token: `/user` (the stable numeric id is the subject), `/user/emails` (the primary
 verified address) and `/user/orgs` (organisation logins, used as groups; needs the
-`read:org` scope). `nonce` has no place in OAuth 2 and is unused; `state` is what
-binds the answer to the request. GitHub Enterprise Server: MCP_GITHUB_URL and
-MCP_GITHUB_API_URL.
+`read:org` scope; paginated: every page is read, up to MAX_ORG_PAGES, and a list
+that cannot be read whole refuses the sign-in). `nonce` has no place in OAuth 2 and
+is unused; `state` is what binds the answer to the request. GitHub Enterprise
+Server: MCP_GITHUB_URL and MCP_GITHUB_API_URL.
 """
 
 from __future__ import annotations
@@ -18,10 +19,20 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.integrations.httpx_client import OAuthError as AuthlibOAuthError
 
 from gateway.people.identity import MAX_RULE_GROUPS, SignedIn, claim_email, claim_text
-from gateway.people.provider import TRANSPORT_ERRORS, ProviderError, describe, get_json
+from gateway.people.provider import (
+    TRANSPORT_ERRORS,
+    ProviderError,
+    describe,
+    get_json,
+    get_json_response,
+)
 from gateway.settings import Settings
 
 GITHUB_SCOPES = "read:user user:email read:org"
+# `/user/orgs` is paginated (30 a page by default): the most a page may hold, and the
+# pages read at most (MAX_RULE_GROUPS organisations) before the sign-in is refused.
+ORGS_PER_PAGE = 100
+MAX_ORG_PAGES = 10
 ACCEPT = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
 
 
@@ -87,8 +98,52 @@ class GithubProvider:
         auth = {**ACCEPT, "Authorization": f"Bearer {access}"}
         user = await get_json(self._http, f"{self.api}/user", headers=auth)
         emails = await get_json(self._http, f"{self.api}/user/emails", headers=auth)
-        orgs = await get_json(self._http, f"{self.api}/user/orgs", headers=auth)
+        orgs = await self._orgs(auth)
         return github_person(user, emails, orgs)
+
+    async def _orgs(self, auth: dict[str, str]) -> list[Any]:
+        """Every page of `/user/orgs`, or ProviderError: a `people:` rule or
+        MCP_OAUTH_ALLOWED_GITHUB_ORGS naming an org on a page left unread would be
+        escaped (or missed), so a list that cannot be read whole refuses the sign-in.
+        The sign-in's total deadline (flow.PROVIDER_CALLS) bounds the time taken."""
+        orgs: list[Any] = []
+        url: str | None = f"{self.api}/user/orgs?per_page={ORGS_PER_PAGE}"
+        for _ in range(MAX_ORG_PAGES):
+            assert url is not None
+            page, headers = await get_json_response(self._http, url, headers=auth)
+            if not isinstance(page, list):
+                raise ProviderError("GitHub's /user/orgs answer is not a list")
+            orgs.extend(page)
+            url = next_page(headers.get("link"), self.api)
+            if url is None:
+                return orgs
+        raise ProviderError(
+            f"GitHub lists more than {MAX_ORG_PAGES * ORGS_PER_PAGE} organisations for "
+            "this account: the gateway cannot read them all, so it does not sign it in"
+        )
+
+
+def next_page(link: str | None, api: str) -> str | None:
+    """The `rel="next"` URL of a `Link` header (RFC 8288), None on the last page.
+    ProviderError when it leads away from the API (the user's token goes with it)."""
+    for part in (link or "").split(","):
+        target, _, params = part.strip().partition(";")
+        rels = {
+            rel
+            for p in params.split(";")
+            if p.strip().lower().startswith("rel=")
+            for rel in p.strip()[4:].strip('"').lower().split()
+        }
+        if "next" not in rels:
+            continue
+        url = target.strip()
+        if not (url.startswith("<") and url.endswith(">")):
+            raise ProviderError("GitHub's /user/orgs Link header is malformed")
+        url = url[1:-1]
+        if not url.startswith(f"{api}/"):
+            raise ProviderError("GitHub's /user/orgs next page is not on its API")
+        return url
+    return None
 
 
 def github_person(user: Any, emails: Any, orgs: Any) -> SignedIn:

@@ -57,6 +57,14 @@ async def get_json(
     http: httpx.AsyncClient, url: str, *, headers: dict[str, str] | None = None
 ) -> Any:
     """GET a JSON document with the client's timeouts and a size cap; ProviderError."""
+    document, _ = await get_json_response(http, url, headers=headers)
+    return document
+
+
+async def get_json_response(
+    http: httpx.AsyncClient, url: str, *, headers: dict[str, str] | None = None
+) -> tuple[Any, httpx.Headers]:
+    """get_json, and the answer's headers (a paginated API's `Link`)."""
     try:
         async with http.stream("GET", url, headers=headers) as response:
             body = bytearray()
@@ -69,7 +77,7 @@ async def get_json(
     if response.status_code != 200:
         raise ProviderError(f"{url} answered HTTP {response.status_code}")
     try:
-        return json.loads(body)
+        return json.loads(body), response.headers
     except ValueError:
         raise ProviderError(f"{url} did not answer JSON") from None
 
