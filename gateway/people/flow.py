@@ -294,7 +294,9 @@ class People:
         """Who a grant acts for, and its scopes within what they may hold now."""
         who = await self._person(subject)
         if who is None:
-            if subject == RESOURCE_OWNER:
+            if subject == RESOURCE_OWNER and not await self._person_family(
+                subject, client_id, family
+            ):
                 return None, scopes  # the operator's grant (MCP_OAUTH_CONSENT=api_key)
             # The record lapsed (PERSON_TTL after the last sign-in) while the refresh
             # family, renewed at every use, lived on: without it neither admission nor
@@ -315,6 +317,12 @@ class People:
             GRANT_USED, key, {"last_used": now}, now + self._grant_ttl()
         )
         return self.admission.person(who), allowed
+
+    async def _person_family(self, subject: str, client_id: str, family: str) -> bool:
+        """Whether a person's approval issued this grant family: a person whose provider
+        subject was the operator's (before such people were refused) is not the operator."""
+        grant = await self.ctx.store.get_record(GRANT, grant_key(subject, client_id), self.clock())
+        return grant is not None and family in grant.get("families", [])
 
     async def _person(self, subject: str) -> SignedIn | None:
         data = await self.ctx.store.get_record(PERSON, subject, self.clock())

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gateway.auth import API_KEY_IDENTITY
+from gateway.oauth.authorize import RESOURCE_OWNER
 from gateway.oauth.tokens import MAX_CLAIM_CHARS, MAX_GROUPS, Person
 from gateway.policy import Ceiling
 from gateway.settings import Settings
@@ -23,6 +25,11 @@ PERSON_SCOPES = frozenset({"read", "write", "offline_access"})
 # Groups the admission and scope rules look at (tokens and headers carry MAX_GROUPS):
 # cutting the list short would drop the very group a `people:` ceiling restricts.
 MAX_RULE_GROUPS = 1000
+# The operator's own subjects (the api_key/auto consent grants, MCP_API_KEY): a provider
+# naming a person so would be taken for the operator by the token endpoint and by the
+# backend (X-Auth-Subject), so such a person is refused rather than renamed (renaming
+# every subject would orphan existing people's grants).
+OPERATOR_SUBJECTS = frozenset({RESOURCE_OWNER, API_KEY_IDENTITY})
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,11 @@ class Admission:
 
     def refusal(self, who: SignedIn) -> str | None:
         """None when `who` is admitted; otherwise why not, in words for a page."""
+        if who.subject in OPERATOR_SUBJECTS:
+            return (
+                f"the provider names this account {who.subject!r}, the gateway operator's "
+                "own subject, which no person may hold"
+            )
         if self.open:
             return None
         email = verified_email(who, self.require_verified)
