@@ -11,7 +11,7 @@ from gateway.people.github import github_person
 from gateway.people.identity import Admission, SignedIn, claim_groups
 from gateway.people.provider import ProviderError
 from gateway.people.session import cookie_value, set_cookie
-from gateway.policy import Policy, PolicyError
+from gateway.policy import Ceiling, Policy, PolicyError
 from gateway.principal import Principal
 from gateway.proxy.headers import groups_value, identity_headers, strip_own_cookies
 from gateway.settings import Settings, SettingsError
@@ -259,3 +259,18 @@ async def test_github_authorization_request() -> None:
     assert query["code_challenge_method"] == "S256"
     assert query["scope"] == "read:user user:email read:org"
     assert "nonce" not in query
+
+
+def test_a_ceiling_does_not_reach_a_person_whose_groups_are_missing() -> None:
+    """docs/people.md's warning: `people:` entries restrict only the groups they name,
+    so a person whose provider leaves the groups out (Entra ID's group overage) gets the
+    default scopes; admission by group refuses them instead."""
+    ceiling = Ceiling(frozenset({"readers"}), frozenset(), frozenset({"read"}))
+    reader = SignedIn("r1", "r@example.com", True, groups=("readers",))
+    overage = SignedIn("r1", "r@example.com", True)  # same person, no groups claim
+    rules = Admission(ceilings=(ceiling,))
+    assert rules.scopes(reader) == {"read"}
+    assert rules.scopes(overage) == {"read", "write", "offline_access"}
+    by_group = Admission(groups=frozenset({"readers", "writers"}), ceilings=(ceiling,))
+    assert by_group.refusal(reader) is None
+    assert by_group.refusal(overage) is not None
