@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import uvloop
 from starlette.types import ASGIApp
@@ -17,6 +18,9 @@ from gateway.observability.listener import MetricsListener
 from gateway.observability.multiprocess import in_worker_pool, leave_with_supervisor
 from gateway.settings import Settings
 from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn
+
+if TYPE_CHECKING:
+    from gateway.acme import AcmeEvents, CertificateManager
 
 log = logging.getLogger("gateway")
 
@@ -30,14 +34,21 @@ def run(settings: Settings, sockets: Sequence[socket.socket] = ()) -> None:
         runner.run(serve(settings, sockets))
 
 
-async def serve(settings: Settings, sockets: Sequence[socket.socket] = ()) -> None:
-    """`sockets`: listening sockets made by the workers' supervisor (main, redirect)."""
+async def serve(
+    settings: Settings,
+    sockets: Sequence[socket.socket] = (),
+    *,
+    acme_events: AcmeEvents | None = None,
+) -> None:
+    """`sockets`: listening sockets made by the workers' supervisor (main, redirect);
+    `acme_events` receives certificate events (default: counters)."""
     gateway = create_app(settings)
     app: ASGIApp = gateway.asgi()
     tls = None
     https_headers: list[tuple[bytes, bytes]] = []
-    if settings.https_enabled and settings.cert_file and settings.key_file:
-        tls = ReloadingTLS(settings.cert_file, settings.key_file)
+    acme = _acme_manager(settings, acme_events)
+    if settings.https_enabled and (acme or (settings.cert_file and settings.key_file)):
+        tls = _listener_tls(settings, acme)
         if settings.hsts:
             hsts = HSTSMiddleware(app)
             app, https_headers = hsts, [hsts.header]
@@ -62,6 +73,8 @@ async def serve(settings: Settings, sockets: Sequence[socket.socket] = ()) -> No
         settings.port,
         tls,
         redirect_port=settings.http_redirect_port if tls is not None else None,
+        challenges=acme.challenge if acme is not None else None,
+        background=acme.run if acme is not None else None,
         http=protocol,
         loop="uvloop",
         lifespan="on",
@@ -96,3 +109,24 @@ async def _metrics_listener(settings: Settings, gateway: Gateway) -> MetricsList
     await listener.start()
     log.info("metrics on http://%s:%d/metrics", host, listener.port)
     return listener
+
+
+def _acme_manager(settings: Settings, events: AcmeEvents | None) -> CertificateManager | None:
+    """With MCP_ACME_DOMAINS: the certificate manager, its placeholder ready to serve."""
+    if not settings.acme_enabled:
+        return None
+    from gateway.acme import AcmeCounters, build_manager
+
+    manager = build_manager(settings, events if events is not None else AcmeCounters())
+    manager.prepare()
+    return manager
+
+
+def _listener_tls(settings: Settings, acme: CertificateManager | None) -> ReloadingTLS:
+    if acme is None:
+        assert settings.cert_file is not None
+        assert settings.key_file is not None
+        return ReloadingTLS(settings.cert_file, settings.key_file)
+    tls = ReloadingTLS(acme.store.certificate_path, acme.store.certificate_path)
+    acme.attach(tls)
+    return tls

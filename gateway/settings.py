@@ -8,6 +8,7 @@ here, at start-up, so a bad value stops the process with a clear message.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ LogFormat = Literal["json", "text"]
 MIN_API_KEY_LENGTH = 16
 STORAGE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 
 class SettingsError(ValueError):
@@ -92,6 +95,16 @@ class Settings:
     request_log: bool = True
     drain_seconds: float = 10.0
     workers: int = 1
+    # ACME (gateway/acme/): certificates obtained and renewed automatically.
+    acme_domains: tuple[str, ...] = ()
+    acme_directory: str = LETS_ENCRYPT_DIRECTORY
+    acme_email: str | None = None
+    acme_ca_file: Path | None = None
+    acme_retry_seconds: float = 60.0
+
+    @property
+    def acme_enabled(self) -> bool:
+        return bool(self.acme_domains)
 
     @property
     def resource(self) -> str:
@@ -116,16 +129,23 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
     port = reader.integer("port", "MCP_HTTP_PORT", 8443 if https else 8000, low=1, high=65535)
     state_dir = Path(reader.text("state_dir", "MCP_GATEWAY_STATE_DIR") or "state")
     api_key = reader.text("api_key", "MCP_API_KEY")
-    issuer = normalise_issuer(
-        reader.text("issuer", "MCP_OAUTH_ISSUER") or derive_issuer(https, host, port)
-    )
     cert_file = reader.path("cert_file", "MCP_SSL_CERT_FILE")
     key_file = reader.path("key_file", "MCP_SSL_KEY_FILE")
-    if https and (cert_file is None or key_file is None):
+    acme = _acme(reader, https, cert_file, key_file)
+    issuer = normalise_issuer(
+        reader.text("issuer", "MCP_OAUTH_ISSUER")
+        or (f"https://{acme['acme_domains'][0]}" if acme else derive_issuer(https, host, port))
+    )
+    if https and not acme and (cert_file is None or key_file is None):
         raise SettingsError(
-            "MCP_HTTPS_ENABLED=true needs MCP_SSL_CERT_FILE and MCP_SSL_KEY_FILE "
-            "(run `memory-gateway certs` for development certificates)"
+            "MCP_HTTPS_ENABLED=true needs MCP_SSL_CERT_FILE and MCP_SSL_KEY_FILE, or "
+            "MCP_ACME_DOMAINS (run `memory-gateway certs` for development certificates)"
         )
+    redirect_port = reader.optional_integer(
+        "http_redirect_port", "MCP_HTTP_REDIRECT_PORT", low=1, high=65535
+    )
+    if acme and redirect_port is None:
+        redirect_port = 80  # HTTP-01 validation arrives on port 80
     settings = Settings(
         oauth_enabled=reader.boolean("oauth_enabled", "MCP_OAUTH_ENABLED", True),
         secret_key=reader.text("secret_key", "MCP_OAUTH_SECRET_KEY"),
@@ -166,9 +186,7 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         ),
         cimd_ca_file=reader.path("cimd_ca_file", "MCP_OAUTH_CIMD_CA_FILE"),
         hsts=reader.boolean("hsts", "MCP_HTTPS_HSTS", False),
-        http_redirect_port=reader.optional_integer(
-            "http_redirect_port", "MCP_HTTP_REDIRECT_PORT", low=1, high=65535
-        ),
+        http_redirect_port=redirect_port,
         rate_limit_per_minute=reader.integer(
             "rate_limit", "MCP_OAUTH_RATE_LIMIT_PER_MINUTE", 60, low=0
         ),
@@ -191,6 +209,7 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         ),
         **_people(reader),
         **_operations(reader),
+        **acme,
     )
     if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
         raise SettingsError(
@@ -257,6 +276,55 @@ def _check_metrics_port(settings: Settings) -> None:
             f"MCP_GATEWAY_METRICS_ADDR must not use the gateway's public port {port}: "
             "metrics are served on a listener of their own"
         )
+
+
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _acme(
+    reader: _Reader, https: bool, cert_file: Path | None, key_file: Path | None
+) -> dict[str, Any]:
+    """The MCP_ACME_* block; empty when MCP_ACME_DOMAINS is unset."""
+    domains = tuple(dict.fromkeys(d.lower().rstrip(".") for d in reader.words(
+        "acme_domains", "MCP_ACME_DOMAINS"
+    )))  # fmt: skip
+    if not domains:
+        return {}
+    if not https:
+        raise SettingsError("MCP_ACME_DOMAINS needs MCP_HTTPS_ENABLED=true")
+    if cert_file is not None or key_file is not None:
+        raise SettingsError(
+            "MCP_ACME_DOMAINS and MCP_SSL_CERT_FILE/MCP_SSL_KEY_FILE exclude each other: "
+            "the certificate comes either from ACME or from the files"
+        )
+    for domain in domains:
+        labels = domain.split(".")
+        if (
+            len(domain) > 253
+            or len(labels) < 2
+            or not all(_DNS_LABEL.match(label) for label in labels)
+            or labels[-1].isdigit()
+        ):
+            raise SettingsError(
+                f"MCP_ACME_DOMAINS: {domain!r} is not a DNS name (HTTP-01 validates names, "
+                "not IP addresses or wildcards)"
+            )
+    directory = reader.text("acme_directory", "MCP_ACME_DIRECTORY") or LETS_ENCRYPT_DIRECTORY
+    if urlsplit(directory).scheme != "https" or not urlsplit(directory).hostname:
+        raise SettingsError(f"MCP_ACME_DIRECTORY must be an https:// URL, got {directory!r}")
+    email = reader.text("acme_email", "MCP_ACME_EMAIL")
+    if email is not None and not re.fullmatch(r"[^@\s:]+@[^@\s:]+\.[^@\s:]+", email):
+        raise SettingsError(f"MCP_ACME_EMAIL must be an e-mail address, got {email!r}")
+    ca_file = reader.path("acme_ca_file", "MCP_ACME_CA_FILE")
+    if ca_file is not None and not ca_file.is_file():
+        raise SettingsError(f"MCP_ACME_CA_FILE: no such file {str(ca_file)!r}")
+    return {
+        "acme_domains": domains,
+        "acme_directory": directory,
+        "acme_email": email,
+        "acme_ca_file": ca_file,
+        "acme_retry_seconds": reader.number("acme_retry", "MCP_ACME_RETRY_SECONDS", 60.0),
+    }
 
 
 def derive_issuer(https: bool, host: str, port: int) -> str:

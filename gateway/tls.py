@@ -15,7 +15,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,20 +178,42 @@ class HSTSMiddleware:
 _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?$")
 
 
-class HTTPSRedirect:
-    """Plain-HTTP app that sends every request to the same host and path over HTTPS."""
+ChallengeLookup = Callable[[str], bytes | None]  # HTTP-01 token -> key authorization
+ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
-    def __init__(self, https_port: int) -> None:
+
+class HTTPSRedirect:
+    """Plain-HTTP app that sends every request to the same host and path over HTTPS.
+
+    With `challenges`, it also answers ACME HTTP-01 validation requests (RFC 8555 8.3).
+    """
+
+    def __init__(self, https_port: int, challenges: ChallengeLookup | None = None) -> None:
         self.https_port = https_port
+        self.challenges = challenges
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        if self.challenges is not None and scope["path"].startswith(ACME_CHALLENGE_PREFIX):
+            await self._challenge(scope, send)
             return
         target = self.location(scope)
         status, headers = (308, [(b"location", target.encode())]) if target else (400, [])
         headers.append((b"content-length", b"0"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+
+    async def _challenge(self, scope: Scope, send: Send) -> None:
+        assert self.challenges is not None
+        token = scope["path"][len(ACME_CHALLENGE_PREFIX) :]
+        answer = self.challenges(token)  # a small local file: no worker thread to hog
+        status, body = (200, answer) if answer is not None else (404, b"")
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
 
     def location(self, scope: Scope) -> str | None:
         host = _header(scope, b"host")
@@ -239,8 +261,11 @@ class GatewayServer:
         *,
         redirect_port: int | None = None,
         watch_interval: float = DEFAULT_WATCH_INTERVAL,
+        challenges: ChallengeLookup | None = None,
+        background: Callable[[], Coroutine[Any, Any, None]] | None = None,
         **options: Any,
     ) -> None:
+        self._challenges, self._background = challenges, background
         if redirect_port is not None and tls is None:
             raise ValueError("an HTTPS redirect listener needs TLS on the main listener")
         self.tls, self.watch_interval = tls, watch_interval
@@ -272,7 +297,9 @@ class GatewayServer:
         self.port = main_socket.getsockname()[1]
         runs = [self.main.serve(sockets=[main_socket])]
         if self._redirect_port is not None:
-            self.redirect = self._redirect_server(self.main.config, self._redirect_port, self.port)
+            self.redirect = self._redirect_server(
+                self.main.config, self._redirect_port, self.port, self._challenges
+            )
             redirect_socket = (
                 self._sockets[1] if len(self._sockets) > 1 else self.redirect.config.bind_socket()
             )
@@ -285,16 +312,18 @@ class GatewayServer:
         watcher = None
         if self.tls is not None:
             watcher = asyncio.create_task(self.tls.run_watcher(self.watch_interval))
+        helper = None if self._background is None else asyncio.create_task(self._background())
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self.stop()
             codes = await asyncio.gather(*tasks)
         finally:
             self.stop()
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            for task in (watcher, helper):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         # uvicorn leaves with sys.exit(3) when start-up fails; raised inside a task that
         # would also print "Task exception was never retrieved" with a traceback.
         failed = next((code for code in codes if code), None)
@@ -302,9 +331,11 @@ class GatewayServer:
             raise SystemExit(failed)
 
     @staticmethod
-    def _redirect_server(main: uvicorn.Config, port: int, https_port: int) -> uvicorn.Server:
+    def _redirect_server(
+        main: uvicorn.Config, port: int, https_port: int, challenges: ChallengeLookup | None = None
+    ) -> uvicorn.Server:
         config = uvicorn.Config(
-            HTTPSRedirect(https_port), host=main.host, port=port,
+            HTTPSRedirect(https_port, challenges), host=main.host, port=port,
             lifespan="off", log_config=None, access_log=False,
         )  # fmt: skip
         return _PassiveServer(config)
@@ -321,9 +352,12 @@ async def serve_uvicorn(
     *,
     redirect_port: int | None = None,
     watch_interval: float = DEFAULT_WATCH_INTERVAL,
+    challenges: ChallengeLookup | None = None,
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
     **options: Any,
 ) -> None:
     server = GatewayServer(
-        app, host, port, tls, redirect_port=redirect_port, watch_interval=watch_interval, **options
-    )
+        app, host, port, tls, redirect_port=redirect_port, watch_interval=watch_interval,
+        challenges=challenges, background=background, **options,
+    )  # fmt: skip
     await server.serve()
