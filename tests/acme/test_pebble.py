@@ -26,6 +26,8 @@ from tests.acme.gateway_process import (
 from tests.acme.pebble import make_api_ca, pebble, require_pebble
 from tests.integration.live import free_port
 
+pytestmark = pytest.mark.pebble
+
 NAME = "memory.test"
 
 
