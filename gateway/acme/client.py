@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,13 @@ def _problem(error: messages.Error) -> str:
     return f"{code}: {error.detail}" if error.detail else code
 
 
+_OS_ERROR = re.compile(r"\[Errno -?\d+\] [^'\")\]]+|timed out|Name or service not known")
+
+
 def _short(exc: Exception) -> str:
+    """The operating system's reason (connection refused, timed out) when there is one."""
     text = str(exc)
+    found = _OS_ERROR.search(text)
+    if found:
+        return found.group(0).strip()
     return text if len(text) <= 300 else text[:297] + "..."

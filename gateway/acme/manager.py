@@ -64,6 +64,7 @@ class CertificateManager:
         self._clock, self._sleep = clock, sleep
         self._tls: Reloadable | None = None
         self._failures = 0
+        self._waiting = False  # another replica held the lock last time we looked
         self._ari: tuple[int, datetime.datetime | None, datetime.datetime] | None = None
 
     def prepare(self) -> None:
@@ -103,8 +104,11 @@ class CertificateManager:
             return min(MAX_SLEEP, max(1.0, seconds_until(decision.due, now)))
         with self.store.lock() as held:
             if not held:
-                log.info("ACME: another replica is obtaining the certificate; waiting for it")
+                level = logging.DEBUG if self._waiting else logging.INFO
+                log.log(level, "ACME: another replica is obtaining the certificate; waiting")
+                self._waiting = True
                 return min(LOCK_WAIT, self.retry_seconds)
+            self._waiting = False
             stored = self.store.read_certificate()  # it may have done so meanwhile
             decision = await self._plan(stored)
             if decision.due > self._now():
