@@ -212,3 +212,35 @@ def test_two_replicas_share_one_certificate(
             accounts = list((tmp_path / "state" / "acme" / "accounts").iterdir())
             assert len(accounts) == 1
             assert json.loads(accounts[0].read_text())["url"].startswith("https://127.0.0.1")
+
+
+def test_renewal_failure_keeps_the_old_certificate(
+    pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
+) -> None:
+    https_port, http_port = free_port(), free_port()
+    with pebble(
+        pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port,
+        validity_seconds=30,
+    ) as ca:  # fmt: skip
+        env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, NAME, https_port, http_port)
+        verify = ca.client_context()
+        with gateway(env, tmp_path / "gateway.log") as running:
+            first = wait_for_issued(running, NAME, verify)
+            connection = _NamedConnection("127.0.0.1", https_port, context=verify, timeout=10)
+            connection.request("GET", "/healthz", headers={"host": NAME})
+            assert connection.getresponse().read() == b'{"status": "ok"}'
+            ca.process.terminate()  # the CA goes away before renewal is due (20 s)
+            ca.process.wait(timeout=10)
+            wait_until(
+                lambda: "could not obtain" in running.log_text(), 40,
+                "the failed renewal", running,
+            )  # fmt: skip
+            line = next(x for x in running.log_text().splitlines() if "could not obtain" in x)
+            assert f"still serving serial {first.serial_number:x}" in line
+            assert "cannot reach the ACME server" in line
+            again = peer_certificate(https_port, NAME, verify)
+            assert again.serial_number == first.serial_number
+            connection.request("GET", "/healthz", headers={"host": NAME})
+            assert connection.getresponse().read() == b'{"status": "ok"}'
+            connection.close()
+            assert running.alive()
