@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ PLACEHOLDER_ORG = "memory-gateway ACME placeholder"
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # base64url, RFC 8555 section 8.3
 MAX_KEY_AUTHORIZATION = 512
 MAX_STATE_FILE = 256 * 1024
+STALE_CHALLENGE_SECONDS = 3600
+LOCK_TIMEOUT = 180.0  # an order holding the lock ends within its own deadlines
 
 
 class AcmeStore:
@@ -49,6 +52,15 @@ class AcmeStore:
     def prepare(self) -> None:
         for directory in (self.root, self._challenges, self._accounts):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._drop_stale_challenges()
+
+    def _drop_stale_challenges(self) -> None:
+        """Tokens left by a process that died mid-order (a live order is minutes old)."""
+        cutoff = time.time() - STALE_CHALLENGE_SECONDS
+        for path in self._challenges.iterdir():
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
 
     # The certificate
 
@@ -86,21 +98,27 @@ class AcmeStore:
         """A self-signed certificate to listen with until the first one is obtained."""
         if self.certificate_path.exists():
             return False
-        with self.lock(blocking=True) as _held:
-            if self.certificate_path.exists():
-                return False
-            _write_atomic(self.certificate_path, _placeholder_pem(domains))
-        return True
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            with self.lock() as held:
+                if self.certificate_path.exists():
+                    return False
+                if held:
+                    _write_atomic(self.certificate_path, _placeholder_pem(domains))
+                    return True
+            if time.monotonic() > deadline:
+                raise OSError(f"{self.root / 'lock'} stayed locked for {LOCK_TIMEOUT:.0f} s")
+            time.sleep(0.1)
 
     # Locking between replicas that share the directory
 
     @contextlib.contextmanager
-    def lock(self, *, blocking: bool = False) -> Iterator[bool]:
+    def lock(self) -> Iterator[bool]:
         """Yield True while this process holds the lock, False if another one does."""
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 yield False
                 return

@@ -93,3 +93,28 @@ def test_the_acme_library_version_is_checked(monkeypatch: pytest.MonkeyPatch) ->
     low, high = (".".join(map(str, v)) for v in SUPPORTED_VERSIONS)
     with pytest.raises(SettingsError, match=rf"2\.11\.0 is not supported.*acme>={low},<{high}"):
         check_library()
+
+
+def test_stale_challenge_tokens_are_dropped_at_start(tmp_path: Path) -> None:
+    store = AcmeStore(tmp_path)
+    store.prepare()
+    store.publish_challenge("old", "old.x")
+    store.publish_challenge("new", "new.x")
+    old = store.root / "challenges" / "old"
+    os.utime(old, (1_000_000, 1_000_000))
+    AcmeStore(tmp_path).prepare()
+    assert not old.exists()
+    assert store.read_challenge("new") == b"new.x"
+
+
+def test_placeholder_waits_for_a_replica_holding_the_lock(tmp_path: Path) -> None:
+    store = AcmeStore(tmp_path)
+    store.prepare()
+    with store.lock() as held:
+        assert held
+        # The other replica writes its certificate while holding the lock.
+        ca = trustme.CA()
+        leaf = ca.issue_cert("memory.test")
+        chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+        store.write_certificate(chain, leaf.private_key_pem.bytes(), "https://acme.test/dir")
+    assert not AcmeStore(tmp_path).ensure_placeholder(("memory.test",))
