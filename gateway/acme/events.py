@@ -1,13 +1,16 @@
 """What the certificate manager reports, for logs, metrics and tests.
 
 `AcmeEvents` is the hook; `AcmeCounters` is the default, in-memory implementation. The
-composition root passes one in, so a metrics exporter only has to implement these three
-methods (or wrap `AcmeCounters`) and hand its object to `gateway.server.serve`.
+composition root passes one in (`gateway.server.serve(settings, acme_events=...)`). A
+metrics exporter either implements the three methods, or gives `AcmeCounters` a
+`forward` callable that receives one event name each time: `issued`, `renewed` or
+`failed` (e.g. `AcmeCounters(forward=metrics.certificate)` for a labelled counter).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +38,7 @@ class AcmeCounters:
     last_issue_seconds: float | None = None
     serving_serial: int | None = None
     serving_not_after: float | None = None
+    forward: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def issued(self, domains: tuple[str, ...], *, renewal: bool, seconds: float) -> None:
@@ -43,12 +47,16 @@ class AcmeCounters:
             self.renewed_total += 1 if renewal else 0
             self.consecutive_failures = 0
             self.last_issue_seconds = seconds
+        if self.forward is not None:
+            self.forward("renewed" if renewal else "issued")
 
     def failed(self, domains: tuple[str, ...], error: str) -> None:
         with self._lock:
             self.failures_total += 1
             self.consecutive_failures += 1
             self.last_error = error
+        if self.forward is not None:
+            self.forward("failed")
 
     def serving(self, serial: int, not_after: float) -> None:
         with self._lock:
