@@ -75,6 +75,13 @@ class CertificateManager:
                 "ACME: no certificate for %s yet; serving a placeholder until one is obtained",
                 ", ".join(self.domains),
             )
+        failures, not_before = self.store.read_backoff()
+        if not_before > self._clock():
+            log.warning(
+                "ACME: %d failed attempt(s) before this start; the next one in %.0f s "
+                "(delete %s to try at once)",
+                failures, not_before - self._clock(), self.store.backoff_path,
+            )  # fmt: skip
 
     def attach(self, tls: Reloadable) -> None:
         self._tls = tls
@@ -102,6 +109,9 @@ class CertificateManager:
         now = self._now()
         if decision.due > now:
             return min(MAX_SLEEP, max(1.0, seconds_until(decision.due, now)))
+        wait = self._backing_off()
+        if wait > 0:
+            return wait
         with self.store.lock() as held:
             if not held:
                 level = logging.DEBUG if self._waiting else logging.INFO
@@ -114,7 +124,14 @@ class CertificateManager:
             if decision.due > self._now():
                 self._pick_up_changes()
                 return 1.0
-            return await self._obtain(stored, decision)
+            wait = self._backing_off()
+            return wait if wait > 0 else await self._obtain(stored, decision)
+
+    def _backing_off(self) -> float:
+        """Seconds left of the backoff after the last failure, by any replica."""
+        failures, not_before = self.store.read_backoff()
+        self._failures = failures
+        return min(MAX_SLEEP, max(0.0, not_before - self._clock()))
 
     async def _obtain(self, stored: StoredCertificate | None, decision: Plan) -> float:
         renewal = stored is not None and not stored.placeholder
@@ -126,6 +143,7 @@ class CertificateManager:
         except AcmeError as exc:
             self._failures += 1
             delay = backoff(self._failures, self.retry_seconds)
+            self.store.write_backoff(self._failures, self._clock() + delay)
             serving = f"serial {stored.serial:x}" if renewal and stored else "the placeholder"
             log.error(
                 "ACME: could not obtain a certificate for %s (attempt %d, next in %.0f s; "
@@ -137,6 +155,7 @@ class CertificateManager:
         seconds = time.monotonic() - started
         self.store.write_certificate(issued.chain_pem, issued.key_pem, self.issuer.directory_url)
         self._failures = 0
+        self.store.write_backoff(0, 0.0)
         self._ari = None
         if self._tls is not None:
             self._tls.reload()

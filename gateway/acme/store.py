@@ -9,6 +9,7 @@ Layout under `<state dir>/acme/` (directory 0700, every file 0600, written atomi
 - `challenges/<token>`: HTTP-01 key authorizations, readable by every replica that shares
   the directory, so whichever one the CA reaches can answer
 - `lock`: held (flock) by the replica that is obtaining a certificate
+- `backoff.json`: consecutive failures and the time before which no replica retries
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class AcmeStore:
         self._meta_path = self.root / "certificate.json"
         self._challenges = self.root / "challenges"
         self._accounts = self.root / "accounts"
+        self.backoff_path = self.root / "backoff.json"
 
     def prepare(self) -> None:
         for directory in (self.root, self._challenges, self._accounts):
@@ -150,6 +152,24 @@ class AcmeStore:
         except OSError:
             return None
         return value if len(value) <= MAX_KEY_AUTHORIZATION else None
+
+    # Backoff shared by the replicas, so N replicas do not make N times the attempts
+
+    def read_backoff(self) -> tuple[int, float]:
+        """(consecutive failures, Unix time before which nobody should try again)."""
+        try:
+            value = json.loads(_read(self.backoff_path))
+            return int(value["failures"]), float(value["not_before"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0, 0.0
+
+    def write_backoff(self, failures: int, not_before: float) -> None:
+        if failures == 0:
+            with contextlib.suppress(FileNotFoundError):
+                self.backoff_path.unlink()
+            return
+        data = json.dumps({"failures": failures, "not_before": not_before}).encode()
+        _write_atomic(self.backoff_path, data)
 
     # Accounts, one per ACME directory
 

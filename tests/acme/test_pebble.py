@@ -183,6 +183,9 @@ def test_a_domain_that_fails_validation(
             assert "placeholder" in peer_certificate(https_port, NAME).subject.rfc4514_string()
             assert running.alive()
         assert "unknown.test" in dns.queries
+        # The replicas' shared backoff survives the process.
+        backoff = json.loads((tmp_path / "state" / "acme" / "backoff.json").read_text())
+        assert backoff["failures"] >= 2
 
 
 def test_two_replicas_share_one_certificate(

@@ -118,3 +118,16 @@ def test_placeholder_waits_for_a_replica_holding_the_lock(tmp_path: Path) -> Non
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
         store.write_certificate(chain, leaf.private_key_pem.bytes(), "https://acme.test/dir")
     assert not AcmeStore(tmp_path).ensure_placeholder(("memory.test",))
+
+
+def test_backoff_is_shared_through_the_directory(tmp_path: Path) -> None:
+    store = AcmeStore(tmp_path)
+    store.prepare()
+    assert store.read_backoff() == (0, 0.0)
+    store.write_backoff(3, 1_900_000_000.5)
+    assert AcmeStore(tmp_path).read_backoff() == (3, 1_900_000_000.5)
+    assert _mode(store.backoff_path) == 0o600
+    store.write_backoff(0, 0.0)
+    assert not store.backoff_path.exists()
+    store.backoff_path.write_text("{not json")
+    assert store.read_backoff() == (0, 0.0)
