@@ -14,11 +14,13 @@ certificate, the others see the new file (here and through the listener's file w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway.acme.client import AcmeClient, AcmeError, Issued
 from gateway.acme.events import AcmeEvents
@@ -26,9 +28,44 @@ from gateway.acme.schedule import Plan, StoredCertificate, backoff, plan, second
 from gateway.acme.store import AcmeStore
 
 log = logging.getLogger("gateway.acme")
+A = TypeVar("A")
+R = TypeVar("R")
 
 MAX_SLEEP = 3600.0  # look again at least hourly: clocks jump, files change
 LOCK_WAIT = 5.0  # another replica holds the lock: look again this soon
+
+
+async def in_daemon_thread(function: Callable[[A], R], argument: A) -> R:
+    """`function(argument)` in a thread of its own that does not hold up the process's exit.
+
+    The ACME library blocks (each request up to its timeout, an order up to 90 s); in the
+    default executor a shutdown would wait for it, here a cancelled wait just lets go.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[R] = loop.create_future()
+
+    def work() -> None:
+        try:
+            result = function(argument)
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_reject, future, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, future, result)
+
+    threading.Thread(target=work, name="acme", daemon=True).start()
+    return await future
+
+
+def _resolve(future: asyncio.Future[R], result: R) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _reject(future: asyncio.Future[R], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 class Reloadable(Protocol):
@@ -139,7 +176,7 @@ class CertificateManager:
         log.info("ACME: requesting a certificate for %s (%s)", names, decision.reason)
         started = time.monotonic()
         try:
-            issued = await asyncio.to_thread(self.issuer.obtain, self.domains)
+            issued = await in_daemon_thread(self.issuer.obtain, self.domains)
         except AcmeError as exc:
             self._failures += 1
             delay = backoff(self._failures, self.retry_seconds)
@@ -183,7 +220,7 @@ class CertificateManager:
             return self._ari[1]
         try:
             pem = self.store.certificate_pem()
-            when, ask_again = await asyncio.to_thread(self.issuer.renewal_info, pem)
+            when, ask_again = await in_daemon_thread(self.issuer.renewal_info, pem)
         except (AcmeError, OSError, ValueError) as exc:
             log.warning("ACME: renewal information unavailable, using the lifetime rule: %s", exc)
             when, ask_again = None, now + datetime.timedelta(hours=1)
