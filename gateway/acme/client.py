@@ -1,24 +1,23 @@
 """The one module that talks to the `acme` library (certbot's ACME client).
 
 Everything the gateway uses from it is here, so a change in the library shows up in one
-place. What this relies on beyond the documented API, checked at start-up by version:
+place. What this relies on beyond the documented API, checked at start-up by version
+(`issuer.check_library`, before this module is imported):
 `ClientNetwork(verify_ssl=...)` is passed to `requests` as `verify`, so a CA bundle path
-works there (MCP_ACME_CA_FILE). Only HTTP-01 is used: acme 4 and later no longer ship
-TLS-ALPN-01 helpers, and Python's `ssl` cannot see a ClientHello's ALPN list before
+works there (MCP_ACME_CA_FILE). Only HTTP-01 is used: the acme library no longer ships
+TLS-ALPN-01 helpers (5.x has none), and Python's `ssl` cannot see a ClientHello's ALPN list before
 choosing the certificate, which that challenge needs.
 
-The library is synchronous (`requests`); the manager calls this from a worker thread.
+The library is synchronous (`requests`); the manager calls this from a daemon thread.
 Every request has a timeout and every poll a deadline.
 """
 
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,46 +26,13 @@ from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives.asymmetric import rsa
 from josepy import jwk
 
+from gateway.acme.issuer import ORDER_DEADLINE, AcmeError, Issued
 from gateway.acme.store import AcmeStore, new_private_key_pem
-from gateway.settings import SettingsError
 
 log = logging.getLogger("gateway.acme")
 
-SUPPORTED_VERSIONS = ((5, 9), (6, 0))  # tested with 5.9; the lower bound is inclusive
 REQUEST_TIMEOUT = 10
-ORDER_DEADLINE = datetime.timedelta(seconds=90)
 USER_AGENT = "memory-gateway"
-
-
-class AcmeError(Exception):
-    """An ACME exchange failed; the message says what and where, in one line."""
-
-
-class UnsupportedAcmeLibrary(SettingsError):
-    """The installed acme library is outside the tested range (start-up fails with this)."""
-
-
-def check_library() -> str:
-    """The acme version; raise with one clear line when it is not one this was tested with."""
-    version = importlib.metadata.version("acme")
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    low, high = SUPPORTED_VERSIONS
-    if not low <= parts < high:
-        raise UnsupportedAcmeLibrary(
-            f"the acme library {version} is not supported: memory-gateway needs "
-            f"acme>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}"
-        )
-    return version
-
-
-@dataclass(frozen=True)
-class Issued:
-    chain_pem: bytes
-    key_pem: bytes
-
-
-Publish = Callable[[str, str], None]
-Withdraw = Callable[[str], None]
 
 
 class AcmeClient:

@@ -22,8 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from gateway.acme.client import AcmeClient, AcmeError, Issued
 from gateway.acme.events import AcmeEvents
+from gateway.acme.issuer import AcmeError, Issuer
 from gateway.acme.schedule import Plan, StoredCertificate, backoff, plan, seconds_until
 from gateway.acme.store import AcmeStore
 
@@ -74,21 +74,11 @@ class Reloadable(Protocol):
     def check(self) -> bool | None: ...
 
 
-class Issuer(Protocol):
-    directory_url: str
-
-    def obtain(self, domains: tuple[str, ...]) -> Issued: ...
-
-    def renewal_info(
-        self, chain_pem: bytes
-    ) -> tuple[datetime.datetime | None, datetime.datetime]: ...
-
-
 class CertificateManager:
     def __init__(
         self,
         store: AcmeStore,
-        issuer: Issuer | AcmeClient,
+        issuer: Issuer,
         domains: tuple[str, ...],
         events: AcmeEvents,
         *,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from gateway.acme.client import SUPPORTED_VERSIONS, check_library
+from gateway.acme.issuer import SUPPORTED_VERSIONS, check_library
 from gateway.acme.store import AcmeStore
 from gateway.settings import SettingsError
 from gateway.tls import ReloadingTLS
@@ -87,7 +87,7 @@ def test_accounts_are_kept_per_directory(tmp_path: Path) -> None:
 
 def test_the_acme_library_version_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert check_library()  # the installed one is supported
-    import gateway.acme.client as fence
+    import gateway.acme.issuer as fence
 
     monkeypatch.setattr(fence.importlib.metadata, "version", lambda _name: "2.11.0")
     low, high = (".".join(map(str, v)) for v in SUPPORTED_VERSIONS)
