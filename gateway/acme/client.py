@@ -48,6 +48,19 @@ class AcmeClient:
 
     def obtain(self, domains: tuple[str, ...]) -> Issued:
         """Order a certificate for `domains`, answering HTTP-01 through the store."""
+        try:
+            return self._order(domains)
+        except AcmeError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, messages.Error) and cause.code == "accountDoesNotExist"):
+                raise
+        # The CA no longer knows the stored account (a reset private CA): register anew.
+        log.warning("ACME: the CA does not know the stored account; registering a new one")
+        self._store.forget_account(self.directory_url)
+        self._client = None
+        return self._order(domains)
+
+    def _order(self, domains: tuple[str, ...]) -> Issued:
         acme = self._connect()
         key_pem = new_private_key_pem()
         csr = crypto_util.make_csr(key_pem, list(domains))

@@ -183,6 +183,10 @@ class AcmeStore:
     def write_account(self, directory: str, account: dict[str, Any]) -> None:
         _write_atomic(self._account_path(directory), json.dumps(account).encode())
 
+    def forget_account(self, directory: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._account_path(directory).unlink()
+
     def _account_path(self, directory: str) -> Path:
         return self._accounts / f"{hashlib.sha256(directory.encode()).hexdigest()[:24]}.json"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from tests.acme.dns import LoopbackDNS
 from tests.acme.gateway_process import (
@@ -247,3 +248,36 @@ def test_renewal_failure_keeps_the_old_certificate(
             assert connection.getresponse().read() == b'{"status": "ok"}'
             connection.close()
             assert running.alive()
+
+
+def test_a_reset_ca_gets_a_new_account(
+    pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
+) -> None:
+    """A private CA that forgot its accounts (Pebble keeps none across restarts): the
+    stored account is refused, a new one is registered and the order goes through."""
+    https_port, http_port, acme_port = free_port(), free_port(), free_port()
+    api = make_api_ca(tmp_path)
+    directory = f"https://127.0.0.1:{acme_port}/dir"
+    env = acme_env(tmp_path / "state", directory, api.ca_file, NAME, https_port, http_port)
+
+    def fresh_ca(name: str):  # type: ignore[no-untyped-def]
+        return pebble(
+            pebble_binary, tmp_path / name, http_port=http_port, dns_port=dns.port,
+            api=api, listen_port=acme_port,
+        )  # fmt: skip
+
+    with fresh_ca("pebble-1") as ca, gateway(env, tmp_path / "gateway-1.log") as running:
+        wait_for_issued(running, NAME, ca.client_context())
+    # Another name on the next start makes the gateway order again, from a fresh CA.
+    env["MCP_ACME_DOMAINS"] = f"{NAME},replica.test"
+    with (
+        fresh_ca("pebble-2") as ca,
+        gateway(env, tmp_path / "gateway-2.log") as running,
+    ):
+        cert = wait_for_issued(running, NAME, ca.client_context())
+        log = running.log_text()
+        assert "the domains changed" in log
+        assert "the CA does not know the stored account; registering a new one" in log
+        assert "could not obtain" not in log
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert set(names.get_values_for_type(x509.DNSName)) == {NAME, "replica.test"}
