@@ -47,7 +47,7 @@ async def serve(
     tls = None
     https_headers: list[tuple[bytes, bytes]] = []
     acme = _acme_manager(settings, acme_events)
-    if settings.https_enabled and (acme or (settings.cert_file and settings.key_file)):
+    if settings.https_enabled and (acme is not None or (settings.cert_file and settings.key_file)):
         tls = _listener_tls(settings, acme)
         if settings.hsts:
             hsts = HSTSMiddleware(app)
