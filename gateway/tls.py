@@ -312,7 +312,7 @@ class GatewayServer:
         watcher = None
         if self.tls is not None:
             watcher = asyncio.create_task(self.tls.run_watcher(self.watch_interval))
-        helper = None if self._background is None else asyncio.create_task(self._background())
+        helper = None if self._background is None else asyncio.create_task(self._after_start())
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self.stop()
@@ -329,6 +329,15 @@ class GatewayServer:
         failed = next((code for code in codes if code), None)
         if failed is not None:
             raise SystemExit(failed)
+
+    async def _after_start(self) -> None:
+        """Run the background task once both listeners accept connections (an ACME CA
+        validates against them); ends with the servers, which bound their start-up."""
+        assert self._background is not None
+        # uvicorn offers a flag only, no event to wait on
+        while not self.started:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await self._background()
 
     @staticmethod
     def _redirect_server(
