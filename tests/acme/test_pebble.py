@@ -63,6 +63,8 @@ def test_first_issuance_then_restart_without_reissue(
             reason = "(only the placeholder certificate is served)"
             assert f"ACME: requesting a certificate for memory.test {reason}" in log
             assert "obtained in" in log
+            # Ordered only once both listeners accept (HTTP-01 arrives on one of them).
+            assert log.index("Application startup complete") < log.index("ACME: requesting")
             # The issuer follows the first ACME domain.
             with httpx.Client(verify=verify) as client:
                 url = f"https://127.0.0.1:{https_port}"
