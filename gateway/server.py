@@ -41,12 +41,13 @@ async def serve(
     acme_events: AcmeEvents | None = None,
 ) -> None:
     """`sockets`: listening sockets made by the workers' supervisor (main, redirect);
-    `acme_events` receives certificate events (default: counters)."""
+    `acme_events` receives certificate events (default: the metrics' certificate counter
+    when metrics are on, else plain counters)."""
     gateway = create_app(settings)
     app: ASGIApp = gateway.asgi()
     tls = None
     https_headers: list[tuple[bytes, bytes]] = []
-    acme = _acme_manager(settings, acme_events)
+    acme = _acme_manager(settings, acme_events or _acme_metrics(gateway))
     if settings.https_enabled and (acme is not None or (settings.cert_file and settings.key_file)):
         tls = _listener_tls(settings, acme)
         if settings.hsts:
@@ -120,6 +121,16 @@ def _acme_manager(settings: Settings, events: AcmeEvents | None) -> CertificateM
     manager = build_manager(settings, events if events is not None else AcmeCounters())
     manager.prepare()
     return manager
+
+
+def _acme_metrics(gateway: Gateway) -> AcmeEvents | None:
+    """Certificate events counted in mcp_gateway_certificate_events_total{event=...}."""
+    metrics = gateway.observer.metrics if gateway.observer is not None else None
+    if metrics is None:
+        return None
+    from gateway.acme import AcmeCounters
+
+    return AcmeCounters(forward=metrics.certificate)
 
 
 def _listener_tls(settings: Settings, acme: CertificateManager | None) -> ReloadingTLS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import stat
 import time
@@ -53,9 +54,13 @@ def test_first_issuance_then_restart_without_reissue(
     https_port, http_port = free_port(), free_port()
     with pebble(pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port) as ca:
         env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, NAME, https_port, http_port)
+        metrics_port = free_port()
+        env["MCP_GATEWAY_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
         verify = ca.client_context()
         with gateway(env, tmp_path / "gateway.log") as running:
             first = wait_for_issued(running, NAME, verify)
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            assert 'mcp_gateway_certificate_events_total{event="issued"} 1.0' in scraped
             elapsed = time.monotonic() - running.started
             print(f"\ntime to first certificate (process start to verified handshake): "
                   f"{elapsed:.2f} s")  # fmt: skip
@@ -171,6 +176,8 @@ def test_a_domain_that_fails_validation(
     with pebble(pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port) as ca:
         names = f"{NAME},unknown.test"  # the loopback DNS answers NXDOMAIN for the second
         env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, names, https_port, http_port)
+        metrics_port = free_port()
+        env["MCP_GATEWAY_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
         with gateway(env, tmp_path / "gateway.log") as running:
             wait_until(
                 lambda: running.log_text().count("validation failed") >= 2, 30,
@@ -184,6 +191,13 @@ def test_a_domain_that_fails_validation(
             assert "(attempt 2, next in 2 s;" in log
             assert "Traceback" not in log
             assert "placeholder" in peer_certificate(https_port, NAME).subject.rfc4514_string()
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            failed = re.search(
+                r'mcp_gateway_certificate_events_total\{event="failed"\} ([0-9.]+)', scraped
+            )
+            assert failed is not None
+            assert float(failed.group(1)) >= 2
+            assert 'event="issued"' not in scraped
             assert running.alive()
         assert "unknown.test" in dns.queries
         # The replicas' shared backoff survives the process.
