@@ -20,7 +20,6 @@ from docker import DockerClient
 from tests.acme.dns import LoopbackDNS
 from tests.acme.gateway_process import peer_certificate
 from tests.acme.pebble import pebble, require_pebble
-from tests.containers.conftest import wait_healthy
 from tests.integration.live import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.pebble]
@@ -82,7 +81,6 @@ def test_image_gets_a_certificate_from_acme(
             print(f"\nimage: verified ACME certificate {time.monotonic() - started:.2f} s "
                   "after the container started")  # fmt: skip
             assert NAME in cert.subject.rfc4514_string()
-            wait_healthy(container)
             listing = container.exec_run(["ls", "-l", "/state/acme"]).output.decode()
             assert "-rw------- 1 app app" in listing
             logs = container.logs().decode(errors="replace")
