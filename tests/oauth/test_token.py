@@ -10,6 +10,7 @@ from urllib.parse import quote_plus
 import jwt
 import pytest
 
+from gateway.store.base import RefreshToken
 from tests.oauth.conftest import ISSUER, LOOPBACK_CB, Harness, basic
 
 pytestmark = pytest.mark.anyio
@@ -224,15 +225,70 @@ async def test_t4_replay_revokes_access_and_refresh_tokens(harness: Harness) -> 
     assert refreshed.json()["error"] == "invalid_grant"
 
 
-async def test_t4_concurrent_exchanges_of_one_code_yield_exactly_one_token(
+REPLAYED = "authorization code already used; tokens issued from it are revoked"
+REVOKED_WHILE_EXCHANGING = "authorization code already used; its grant has been revoked"
+
+
+async def test_t4_concurrent_exchanges_of_one_code_leave_no_live_token(
     harness: Harness,
 ) -> None:
+    """Five exchanges of one code at once: one redeems it, four are replays (T4), and
+    nothing issued from the code survives. Whether the winner answers 200 (its tokens
+    then revoked) or 400 (a replay revoked the grant before it stored its refresh token)
+    depends on the interleaving; both are pinned down one by one in the tests
+    `test_t4_replay_revokes_access_and_refresh_tokens` and
+    `test_t4_replay_between_redemption_and_refresh_save_fails_the_winner`."""
     client = await harness.public_client()
-    code, verifier = await harness.code_for(client["client_id"])
-    responses = await asyncio.gather(
-        *(harness.exchange(client["client_id"], code, verifier) for _ in range(5))
-    )
-    assert sorted(r.status_code for r in responses) == [200, 400, 400, 400, 400]
+    cid = client["client_id"]
+    code, verifier = await harness.code_for(cid, scope="read offline_access")
+    responses = await asyncio.gather(*(harness.exchange(cid, code, verifier) for _ in range(5)))
+    won = [r.json() for r in responses if r.status_code == 200]
+    lost = [r.json() for r in responses if r.status_code != 200]
+    assert [r.status_code for r in responses].count(400) == len(lost)
+    assert [body["error_description"] for body in lost].count(REPLAYED) == 4, lost
+    assert len(won) + [b["error_description"] for b in lost].count(REVOKED_WHILE_EXCHANGING) == 1
+    for body in won:
+        access = harness.tokens.verify(body["access_token"], audience=f"{ISSUER}/mcp")
+        assert harness.server.revocations.is_revoked(access)
+        refreshed = await harness.http.post(
+            "/oauth/token", data=refresh_form(cid, body["refresh_token"])
+        )
+        assert refreshed.json()["error"] == "invalid_grant"
+
+
+async def test_t4_replay_between_redemption_and_refresh_save_fails_the_winner(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving a loaded machine produces: the winner has redeemed the code, a
+    replay revokes the grant, and only then does the winner store its refresh token. The
+    store refuses it, and the winner gets invalid_grant rather than a dead token."""
+    client = await harness.public_client()
+    cid = client["client_id"]
+    code, verifier = await harness.code_for(cid, scope="read offline_access")
+    store = harness.server.store
+    real_save = store.save_refresh
+    redeemed, replayed = asyncio.Event(), asyncio.Event()
+    attempted: list[tuple[RefreshToken, bool]] = []
+
+    async def save_after_replay(token: RefreshToken) -> bool:
+        redeemed.set()
+        await asyncio.wait_for(replayed.wait(), timeout=10)
+        attempted.append((token, await real_save(token)))
+        return attempted[-1][1]
+
+    monkeypatch.setattr(store, "save_refresh", save_after_replay)
+    winner = asyncio.create_task(harness.exchange(cid, code, verifier))
+    await asyncio.wait_for(redeemed.wait(), timeout=10)
+    replay = await harness.exchange(cid, code, verifier)
+    replayed.set()
+    first = await winner
+    assert replay.status_code == 400
+    assert replay.json()["error_description"] == REPLAYED
+    assert first.status_code == 400
+    assert first.json() == {"error": "invalid_grant", "error_description": REVOKED_WHILE_EXCHANGING}
+    [(token, saved)] = attempted
+    assert saved is False
+    assert await store.get_refresh(token.token_hash) is None
 
 
 async def test_t5_refresh_rotates_and_old_token_replay_revokes_family(harness: Harness) -> None:
