@@ -44,6 +44,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -332,8 +334,14 @@ class RedisStore:
         # No socket_timeout: with one, redis-py sends through asyncio.wait_for, which on
         # Python 3.11 can swallow a cancellation (the gateway then never shuts down).
         # Every call is bounded by `_bounded` instead.
+        # No command retries: a script whose reply was lost may have run (a code redeemed,
+        # a token rotated), and running it again would count a second use. The failure
+        # surfaces as StoreUnavailable (503) and the HTTP client decides.
         client = aioredis.Redis.from_url(
-            self.url, socket_timeout=None, socket_connect_timeout=self.timeout
+            self.url,
+            socket_timeout=None,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
         )
         try:
             async with asyncio.timeout(self.timeout):

@@ -27,6 +27,7 @@ from gateway.store.base import (
     AuthorizationCode,
     RefreshToken,
     Revocation,
+    StoreUnavailable,
     open_store,
 )
 from gateway.store.redis import DEFAULT_PREFIX, TTL_SLACK, RedisStore, split_url
@@ -261,3 +262,74 @@ async def test_storage_down_gives_json_error_not_a_hang(tmp_path: Path) -> None:
         assert "Traceback" not in response.text
     finally:
         await asyncio.wait_for(server.shutdown(), 10)
+
+
+class ReplyCutter:
+    """A loopback relay to Redis that, once armed, passes the next script call through
+    and then drops the connection instead of relaying Redis's reply: the script ran, the
+    caller never hears so."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.armed = False
+        self.cut = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        doomed = asyncio.Event()
+
+        async def to_redis() -> None:
+            while chunk := await reader.read(65536):
+                if self.armed and b"EVALSHA" in chunk:
+                    self.armed = False
+                    doomed.set()
+                up_writer.write(chunk)
+                await up_writer.drain()
+
+        async def to_client() -> None:
+            while chunk := await up_reader.read(65536):
+                if doomed.is_set():
+                    self.cut += 1
+                    return
+                writer.write(chunk)
+                await writer.drain()
+
+        pumps = [asyncio.create_task(to_redis()), asyncio.create_task(to_client())]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            writer.close()
+            up_writer.close()
+
+
+async def test_a_lost_redemption_reply_is_unavailable_and_never_resent(redis_url: str) -> None:
+    """Redis ran the redemption script but the reply was lost: the call fails as
+    StoreUnavailable (503 temporarily_unavailable at the token endpoint, which the client
+    may retry), and the client library never re-sends the script by itself, which would
+    count a second use and make the one legitimate exchange look like a replay (T4)."""
+    upstream_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    cutter = ReplyCutter(upstream_port)
+    relay = await asyncio.start_server(cutter.serve, "127.0.0.1", 0)
+    port = relay.sockets[0].getsockname()[1]
+    prefix = unique_prefix()
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, timeout=5)
+    direct = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.open()
+        await store.save_code(code("h1"))
+        assert await store.redeem_code("warm-up") is None  # the script is loaded by now
+        cutter.armed = True
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.redeem_code("h1"), 10)
+        assert cutter.cut == 1
+        assert await direct.hget(f"{prefix}code:h1", "used") == b"1"  # ran exactly once
+        again = await store.redeem_code("h1")
+        assert again is not None
+        assert not again.first_use
+    finally:
+        await store.close()
+        await direct.aclose()
+        relay.close()
+        await relay.wait_closed()
