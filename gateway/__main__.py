@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 
 from gateway.policy import PolicyError
 from gateway.settings import Settings, SettingsError
@@ -53,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:
+        if not getattr(exc, "unsupported_uvicorn", False):
+            raise
+        print(f"memory-gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -226,30 +233,40 @@ def _dev(args: argparse.Namespace) -> int:
     from gateway.certs import ensure_dev_certs
 
     made = ensure_dev_certs(args.certs_dir)
-    backend = None if args.upstream else _start_backend(args.backend_port, args.state_dir)
-    upstream = args.upstream or f"http://127.0.0.1:{args.backend_port}"
-    env = {
-        **os.environ,
-        "MCP_HTTPS_ENABLED": "true",
-        "MCP_SSL_CERT_FILE": str(made.server_cert),
-        "MCP_SSL_KEY_FILE": str(made.server_key),
-        "MCP_HTTP_HOST": "127.0.0.1",
-        "MCP_HTTP_PORT": str(args.port),
-        "MCP_GATEWAY_UPSTREAM": upstream,
-        "MCP_GATEWAY_STATE_DIR": str(args.state_dir),
-    }
-    env.setdefault("MCP_OAUTH_ISSUER", f"https://localhost:{args.port}")
-    settings = Settings.from_env(env)
-    _print_banner(settings, made.ca_cert, upstream)
-    from gateway.server import run
-
+    # SIGTERM (a supervisor, `kill`) stops the backend as SIGINT does: uvicorn re-raises
+    # the signal it caught after shutting down, which would otherwise kill this process
+    # before the `finally` below runs.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    backend = None
     try:
+        backend = None if args.upstream else _start_backend(args.backend_port, args.state_dir)
+        upstream = args.upstream or f"http://127.0.0.1:{args.backend_port}"
+        env = {
+            **os.environ,
+            "MCP_HTTPS_ENABLED": "true",
+            "MCP_SSL_CERT_FILE": str(made.server_cert),
+            "MCP_SSL_KEY_FILE": str(made.server_key),
+            "MCP_HTTP_HOST": "127.0.0.1",
+            "MCP_HTTP_PORT": str(args.port),
+            "MCP_GATEWAY_UPSTREAM": upstream,
+            "MCP_GATEWAY_STATE_DIR": str(args.state_dir),
+        }
+        env.setdefault("MCP_OAUTH_ISSUER", f"https://localhost:{args.port}")
+        settings = Settings.from_env(env)
+        _print_banner(settings, made.ca_cert, upstream)
+        from gateway.server import run
+
         run(settings)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if backend is not None:
             backend.terminate()
             backend.wait(timeout=10)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _start_backend(port: int, state_dir: Path) -> subprocess.Popen[bytes]:

@@ -22,24 +22,19 @@ request by about a fifth (bench/README.md); everything else takes uvicorn's ASGI
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE as _NAME,
-)
-from uvicorn.protocols.http.httptools_impl import (
-    HEADER_VALUE_RE as _VALUE,
-)
-from uvicorn.protocols.http.httptools_impl import (
-    STATUS_LINE,
-    HttpToolsProtocol,
-)
 
+from gateway.edge import ConnectionLimiter, EdgeLimits
 from gateway.proxy.app import Found, scan
 from gateway.proxy.forward import Client
+from gateway.uvicorn_fence import HEADER_RE as _NAME
+from gateway.uvicorn_fence import HEADER_VALUE_RE as _VALUE
+from gateway.uvicorn_fence import STATUS_LINE, FlowControl, HttpToolsProtocol
 
 Header = tuple[bytes, bytes]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -49,10 +44,10 @@ CORK_LIMIT = 64 * 1024
 # A request line plus headers larger than this is refused with 431 (RFC 6585 §5).
 # httptools sets no limit of its own and buffers a header until it ends, so one
 # connection could otherwise make the gateway hold and parse hundreds of megabytes.
-MAX_HEAD_BYTES = 64 * 1024
-_HEAD_TOO_LARGE = (
-    b'{"error":"invalid_request","error_description":"request line and headers exceed 65536 bytes"}'
-)
+MAX_HEAD_BYTES = EdgeLimits.max_head_bytes
+# Input is parsed this many bytes at a time, so a hold (see CorkedHttpToolsProtocol)
+# takes effect within a few dozen pipelined requests of a read, not 256 KiB of them.
+SLICE = 2048
 
 
 class CorkedTransport(asyncio.Transport):
@@ -148,48 +143,336 @@ class CorkedTransport(asyncio.Transport):
         return self._transport.get_protocol()
 
 
+class GatedFlowControl(FlowControl):
+    """uvicorn's flow control, except that the transport's reading follows both it and
+    the protocol's own hold (`_sync_reading`): uvicorn resuming reads for a request body
+    cannot undo a hold on pipelined input, nor the reverse."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: CorkedHttpToolsProtocol) -> None:
+        super().__init__(transport)
+        self._protocol = protocol
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+        self._protocol._sync_reading()
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+        self._protocol._sync_reading()
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback after a refusal was written: stops the parse."""
+
+
+def _json_error(status: int, error: str, description: str) -> bytes:
+    body = json.dumps({"error": error, "error_description": description}).encode()
+    return (
+        STATUS_LINE[status] + b"content-type: application/json\r\n"
+        b"x-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+_BUSY = _json_error(503, "temporarily_unavailable", "too many connections; try again shortly")
+_HEAD_TIMEOUT = _json_error(408, "invalid_request", "the request head did not arrive in time")
+_BODY_TIMEOUT = _json_error(408, "invalid_request", "the request body did not arrive in time")
+_BAD_HOST = _json_error(400, "invalid_request", "an HTTP/1.1 request needs exactly one Host")
+
+
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HttpToolsProtocol over a CorkedTransport (pass as `http=` to Config),
-    refusing request heads over MAX_HEAD_BYTES."""
+    with the edge budgets of `limits` (gateway.edge.EdgeLimits):
 
-    # Bytes of an unfinished request head read so far; None while a head is complete
-    # (its body, if any, is being read); -1 when a new head began inside the last chunk.
-    _head_bytes: int | None = 0
+    - input is parsed in slices of SLICE bytes; before each, reading is held (the rest
+      kept, the socket paused) while `max_pipelined` requests wait behind the one being
+      answered or the client is not reading its responses (write buffer at CORK_LIMIT or
+      the transport paused writing), so neither locally answered nor pipelined requests
+      can pile up responses or request state; it resumes when they drain;
+    - the head (request line + headers) is refused with 431 past `max_head_bytes`, and a
+      body's chunk framing + trailers likewise (trailer fields are dropped, never merged
+      into the request's headers); an HTTP/1.1 head without exactly one Host gets 400;
+    - timers: the head within `head_timeout` (an idle new connection too), a body idle
+      for `body_idle_timeout` or unfinished after `body_timeout` gets 408, a response
+      unread for `send_timeout` is aborted;
+    - `admission` (a ConnectionLimiter), when set, refuses connections over its caps with
+      503 + close.
+    """
+
+    limits: ClassVar[EdgeLimits] = EdgeLimits()
+    admission: ClassVar[ConnectionLimiter | None] = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._held = False
+        self._stash = b""
+        self._reading = True
+        self._refused = False
+        self._pump_scheduled = False
+        self._in_body = False
+        self._in_head = False
         self._head_bytes = 0
+        self._frame_bytes = 0
+        self._body_bytes = 0
+        self._body_started = 0.0
+        self._last_data = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._address: str | None = None
         super().connection_made(CorkedTransport(transport, self.loop))
+        self.flow = GatedFlowControl(self.transport, self)
+        admission = self.admission
+        if admission is not None:
+            key = admission.key(self.client[0] if self.client else "")
+            if not admission.admit(key):
+                self.logger.debug("connection from %s refused: too many connections", key)
+                self._refused = True
+                self.transport.write(_BUSY)
+                self.transport.close()
+                return
+            self._address = key
+        self._arm(self.limits.head_timeout, self._head_expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        if self._address is not None and self.admission is not None:
+            self.admission.release(self._address)
+            self._address = None
+        self._stash = b""
+        super().connection_lost(exc)
+
+    # Reading: slices, holds and byte budgets
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        # Counted after parsing, so a chunk in which a head completes is not counted, and
-        # a head that began inside a chunk starts its count with the next one: at most one
-        # read (256 KiB) past the limit is ever parsed.
-        if self._head_bytes is None or self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
             return
-        if self._head_bytes < 0:
-            self._head_bytes = 0
+        if self._held:
+            self._stash += data  # at most a read or two: reading is paused
+            self._sync_reading()
             return
-        self._head_bytes += len(data)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse_head()
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        limits, size, pos = self.limits, len(data), 0
+        while pos < size:
+            if self._must_hold():
+                self._hold(data[pos:])
+                return
+            piece = data if size <= SLICE else data[pos : pos + SLICE]
+            pos += len(piece)
+            in_body, body_before = self._in_body, self._body_bytes
+            if in_body:
+                self._last_data = self.loop.time()
+            if not self._parse(piece):
+                return
+            if self._timer is None:  # armed only for what is left unfinished
+                if self._in_body:
+                    self._arm(limits.body_idle_timeout, self._body_expired)
+                elif self._in_head:
+                    self._arm(limits.head_timeout, self._head_expired)
+            if in_body != self._in_body:
+                continue  # a head or body ended in this slice: at most SLICE uncounted
+            if in_body:
+                self._frame_bytes += len(piece) - (self._body_bytes - body_before)
+                if self._frame_bytes > limits.max_head_bytes:
+                    self._refuse_head("chunk framing and trailers")
+                    return
+            else:
+                self._head_bytes += len(piece)
+                if self._head_bytes > limits.max_head_bytes:
+                    self._refuse_head("request line and headers")
+                    return
+
+    def _parse(self, piece: bytes) -> bool:
+        """Feed one slice; False when the connection is done with (refused or closed)."""
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        except httptools.HttpParserError:
+            if not self._refused:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+            return False
+        return not self.transport.is_closing()
+
+    def _must_hold(self) -> bool:
+        return (
+            len(self.pipeline) >= self.limits.max_pipelined
+            or self.flow.write_paused
+            or self.transport.get_write_buffer_size() >= CORK_LIMIT
+        )
+
+    def _hold(self, rest: bytes) -> None:
+        self._held = True
+        self._stash = rest
+        self._sync_reading()
+        # Woken by on_response_complete or resume_writing; this first look also catches
+        # a write buffer that drained into the socket without the transport pausing.
+        self._schedule_pump()
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self.loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        if not self._held or self.transport.is_closing():
+            return
+        if self._must_hold():
+            if not self.flow.write_paused and len(self.pipeline) < self.limits.max_pipelined:
+                # buffered past CORK_LIMIT without a pause: look again shortly
+                self.loop.call_later(0.01, self._schedule_pump)
+            return
+        self._held = False
+        data, self._stash = self._stash, b""
+        self._sync_reading()
+        if data:
+            self._feed(data)
+
+    def _sync_reading(self) -> None:
+        paused = self.flow.read_paused or self._held
+        if paused != self._reading or self.transport.is_closing():
+            return
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+        self._reading = not paused
+
+    # Parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            return  # a trailer field: counted with the framing, never merged
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._head_bytes = None
+        self._head_done()
         super().on_headers_complete()
 
+    def _head_done(self) -> None:
+        """The head is complete: check Host, start the body's budget."""
+        if self.parser.get_http_version() == "1.1":
+            hosts = sum(1 for name, _ in self.headers if name == b"host")
+            if hosts != 1:
+                self._refuse(_BAD_HOST, "HTTP/1.1 request with %d Host headers refused", hosts)
+        self._cancel_timer()
+        self._in_head, self._in_body = False, True
+        self._head_bytes = self._frame_bytes = self._body_bytes = 0
+        self._body_started = self._last_data = self.loop.time()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
-        self._head_bytes = -1
+        self._in_body = False
+        self._cancel_timer()
         super().on_message_complete()
 
-    def _refuse_head(self) -> None:
-        self.logger.warning("Request head over %d bytes refused.", MAX_HEAD_BYTES)
-        self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/json\r\nconnection: close\r\n"
-            b"content-length: " + str(len(_HEAD_TOO_LARGE)).encode() + b"\r\n\r\n" + _HEAD_TOO_LARGE
-        )
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._held:
+            self._schedule_pump()
+
+    # Writing
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.limits.send_timeout, self._send_expired)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if self._held:
+            self._schedule_pump()
+
+    # Timers and refusals
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_timer()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _head_expired(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if self._held:  # we stopped reading, the client is not late
+            self._arm(self.limits.head_timeout, self._head_expired)
+            return
+        if not self._in_head:
+            self.logger.debug("idle connection closed after %.0f s", self.limits.head_timeout)
+            self.transport.close()
+            return
+        self.logger.debug("request head not complete within %.0f s", self.limits.head_timeout)
+        self._close_with(_HEAD_TIMEOUT)
+
+    def _body_expired(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        limits, now = self.limits, self.loop.time()
+        if self._held or self.flow.read_paused:  # the application is not reading yet
+            self._body_started = self._last_data = now
+        idle_at = self._last_data + limits.body_idle_timeout
+        whole_at = self._body_started + limits.body_timeout
+        due = min(idle_at, whole_at)
+        if now < due:
+            self._timer = self.loop.call_later(due - now, self._body_expired)
+            return
+        self.logger.debug("request body too slow: closed with 408")
+        self._close_with(_BODY_TIMEOUT)
+
+    def _send_expired(self) -> None:
+        self._write_timer = None
+        if self.flow.write_paused and not self.transport.is_closing():
+            self.logger.debug("client not reading for %.0f s: aborted", self.limits.send_timeout)
+            self.transport.abort()
+
+    def _close_with(self, response: bytes) -> None:
+        """Answer `response` (a whole response) unless one is under way, then close."""
+        self._refused = True
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            if cycle is not None and not cycle.response_complete:
+                cycle.response_started = True  # the application's answer, if any, is dropped
+            self.transport.write(response)
         self.transport.close()
+
+    def _refuse(self, response: bytes, message: str, *args: object) -> None:
+        self.logger.warning(message, *args)
+        self._close_with(response)
+        raise _Refused
+
+    def _refuse_head(self, what: str) -> None:
+        limit = self.limits.max_head_bytes
+        self.logger.warning("Request %s over %d bytes refused.", what, limit)
+        self._close_with(_json_error(431, "invalid_request", f"{what} exceed {limit} bytes"))
 
 
 class ProxyHandler(Protocol):
@@ -207,11 +490,25 @@ class ProxyHandler(Protocol):
     ) -> None: ...
 
 
+def edge_protocol(
+    limits: EdgeLimits, admission: ConnectionLimiter | None = None
+) -> type[CorkedHttpToolsProtocol]:
+    """The plain ASGI-path protocol with these budgets (MCP_GATEWAY_FAST_PATH=off)."""
+
+    class EdgeProtocol(CorkedHttpToolsProtocol):
+        pass
+
+    EdgeProtocol.limits, EdgeProtocol.admission = limits, admission
+    return EdgeProtocol
+
+
 def fast_proxy_protocol(
     proxy: ProxyHandler,
     routes: Callable[[str], bool],
     *,
     https_headers: Sequence[Header] = (),
+    limits: EdgeLimits | None = None,
+    admission: ConnectionLimiter | None = None,
 ) -> type[CorkedHttpToolsProtocol]:
     """A CorkedHttpToolsProtocol that serves proxied requests without ASGI (PERF.md).
 
@@ -232,6 +529,8 @@ def fast_proxy_protocol(
         _routes = staticmethod(routes)
         _https_headers = extra
 
+    FastProxyProtocol.limits = limits or EdgeLimits()
+    FastProxyProtocol.admission = admission
     return FastProxyProtocol
 
 
@@ -242,12 +541,13 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         # The scope is built only when a request takes the ASGI path (_to_asgi).
+        self._in_head = True
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
 
     def on_headers_complete(self) -> None:
-        self._head_bytes = None
+        self._head_done()
         parser = self.parser
         if (
             (self.cycle is None or self.cycle.response_complete)

@@ -12,10 +12,12 @@ import uvloop
 from starlette.types import ASGIApp
 
 from gateway.app import Gateway, create_app
-from gateway.http_protocol import fast_proxy_protocol
+from gateway.edge import ConnectionLimiter, EdgeLimits
+from gateway.http_protocol import CorkedHttpToolsProtocol, edge_protocol, fast_proxy_protocol
 from gateway.observability.connections import observed_protocol
 from gateway.observability.listener import MetricsListener
 from gateway.observability.multiprocess import in_worker_pool, leave_with_supervisor
+from gateway.ratelimit import limit_key
 from gateway.settings import Settings
 from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn
 
@@ -53,10 +55,20 @@ async def serve(
         if settings.hsts:
             hsts = HSTSMiddleware(app)
             app, https_headers = hsts, [hsts.header]
-    # Bodyless proxied requests are served inside the protocol, the rest through `app`.
-    protocol = fast_proxy_protocol(
-        gateway.fast_handler(), gateway.proxies, https_headers=https_headers
+    limits = settings.edge
+    _raise_file_limit(limits)
+    admission = ConnectionLimiter(
+        limits.max_connections_per_address, limits.max_connections, key=limit_key
     )
+    protocol: type[CorkedHttpToolsProtocol]
+    if settings.fast_path:
+        # Bodyless proxied requests are served inside the protocol, the rest through `app`.
+        protocol = fast_proxy_protocol(
+            gateway.fast_handler(), gateway.proxies, https_headers=https_headers,
+            limits=limits, admission=admission,
+        )  # fmt: skip
+    else:  # MCP_GATEWAY_FAST_PATH=off: every request through the ASGI app
+        protocol = edge_protocol(limits, admission)
     if gateway.observer is not None:
         protocol = observed_protocol(protocol, gateway.observer)
     listener = await _metrics_listener(settings, gateway)
@@ -81,7 +93,7 @@ async def serve(
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
-        timeout_keep_alive=75,
+        timeout_keep_alive=limits.keepalive_timeout,
         server_header=False,
         proxy_headers=False,
         # Operations: uvicorn's lines through our log setup, drain limit, shared sockets.
@@ -141,3 +153,26 @@ def _listener_tls(settings: Settings, acme: CertificateManager | None) -> Reload
     tls = ReloadingTLS(acme.store.certificate_path, acme.store.certificate_path)
     acme.attach(tls)
     return tls
+
+
+def _raise_file_limit(limits: EdgeLimits) -> None:
+    """Lift the soft descriptor limit toward the hard one, so MCP_GATEWAY_MAX_CONNECTIONS
+    (plus upstream connections and files) fits; warn when it cannot."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * limits.max_connections + 256  # a client and an upstream socket each
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    if soft != resource.RLIM_INFINITY and soft < limits.max_connections + 256:
+        log.warning(
+            "the open-file limit (%d) is below MCP_GATEWAY_MAX_CONNECTIONS (%d) + 256: "
+            "raise it (ulimit -n) or lower the setting",
+            soft,
+            limits.max_connections,
+        )

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
+from gateway.edge import EdgeLimits
+
 ConsentMode = Literal["auto", "api_key", "oidc", "github"]
 LogFormat = Literal["json", "text"]
 MIN_API_KEY_LENGTH = 16
@@ -101,6 +103,11 @@ class Settings:
     acme_email: str | None = None
     acme_ca_file: Path | None = None
     acme_retry_seconds: float = 60.0
+
+    # The edge (connection budgets), the Origin allow-list and the protocol fast path.
+    edge: EdgeLimits = field(default_factory=EdgeLimits)
+    allowed_origins: tuple[str, ...] = ()
+    fast_path: bool = True
 
     @property
     def acme_enabled(self) -> bool:
@@ -210,6 +217,9 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         **_people(reader),
         **_operations(reader),
         **acme,
+        edge=_edge(reader),
+        allowed_origins=_origins(reader.words("allowed_origins", "MCP_GATEWAY_ALLOWED_ORIGINS")),
+        fast_path=reader.boolean("fast_path", "MCP_GATEWAY_FAST_PATH", True),
     )
     if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
         raise SettingsError(
@@ -504,6 +514,49 @@ def _proxies(values: tuple[str, ...]) -> tuple[str, ...]:
         except ValueError as exc:
             raise SettingsError(f"MCP_GATEWAY_TRUSTED_PROXIES: {exc}") from None
     return values
+
+
+def _edge(reader: _Reader) -> EdgeLimits:
+    d = EdgeLimits()
+    return EdgeLimits(
+        head_timeout=reader.number("head_timeout", "MCP_GATEWAY_HEAD_TIMEOUT", d.head_timeout),
+        body_idle_timeout=reader.number(
+            "body_idle_timeout", "MCP_GATEWAY_BODY_IDLE_TIMEOUT", d.body_idle_timeout
+        ),
+        body_timeout=reader.number("body_timeout", "MCP_GATEWAY_BODY_TIMEOUT", d.body_timeout),
+        send_timeout=reader.number("send_timeout", "MCP_GATEWAY_SEND_TIMEOUT", d.send_timeout),
+        keepalive_timeout=reader.number(
+            "keepalive_timeout", "MCP_GATEWAY_KEEPALIVE_TIMEOUT", d.keepalive_timeout
+        ),
+        max_head_bytes=reader.integer(
+            "max_head_bytes", "MCP_GATEWAY_MAX_HEAD_BYTES", d.max_head_bytes, low=1024
+        ),
+        max_pipelined=reader.integer(
+            "max_pipelined", "MCP_GATEWAY_MAX_PIPELINED", d.max_pipelined, low=1
+        ),
+        max_connections=reader.integer(
+            "max_connections", "MCP_GATEWAY_MAX_CONNECTIONS", d.max_connections, low=1
+        ),
+        max_connections_per_address=reader.integer(
+            "max_connections_per_address",
+            "MCP_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS",
+            d.max_connections_per_address,
+            low=1,
+        ),
+    )
+
+
+def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    """MCP_GATEWAY_ALLOWED_ORIGINS: origins (scheme://host[:port]) compared as D1 issuers."""
+    origins = []
+    for value in values:
+        try:
+            origins.append(normalise_issuer(value))
+        except SettingsError:
+            raise SettingsError(
+                f"MCP_GATEWAY_ALLOWED_ORIGINS: {value!r} is not an http(s) origin"
+            ) from None
+    return tuple(origins)
 
 
 class _Reader:

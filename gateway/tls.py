@@ -15,7 +15,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from cryptography import x509
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.http_protocol import CorkedHttpToolsProtocol
+from gateway.uvicorn_fence import PassiveServer
 
 logger = logging.getLogger("gateway.tls")
 
@@ -233,14 +234,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class _PassiveServer(uvicorn.Server):
-    """A server that leaves the signals to the main one it runs beside."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 async def _exit_code(run: Awaitable[Any]) -> int | str | None:
     try:
         await run
@@ -347,7 +340,7 @@ class GatewayServer:
             HTTPSRedirect(https_port, challenges), host=main.host, port=port,
             lifespan="off", log_config=None, access_log=False,
         )  # fmt: skip
-        return _PassiveServer(config)
+        return PassiveServer(config)
 
     def _servers(self) -> list[uvicorn.Server]:
         return [self.main] if self.redirect is None else [self.main, self.redirect]

@@ -70,3 +70,26 @@ def test_dev_serves_https_with_the_backend_and_logs_oauth_events(tmp_path: Path)
         raise AssertionError("the backend outlived dev")
     except httpx.ConnectError:
         pass
+
+
+def test_dev_stopped_with_sigterm_stops_its_backend(tmp_path: Path) -> None:
+    port, backend_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "dev", "--port", str(port),
+         "--backend-port", str(backend_port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        verify = _wait_for_ca(tmp_path / "certs" / "dev-ca.pem", process)
+        _wait_for(f"https://localhost:{port}/healthz", verify, process)
+        assert httpx.get(f"http://127.0.0.1:{backend_port}/api/health").status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)  # as a supervisor or `kill` does
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode in (0, 143), output
+    try:
+        httpx.get(f"http://127.0.0.1:{backend_port}/api/health", timeout=1)
+        raise AssertionError("the backend outlived dev after SIGTERM")
+    except httpx.ConnectError:
+        pass
