@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,7 +46,12 @@ from gateway.tools import ToolCatalog, ToolLister, ToolRefresher
 
 log = logging.getLogger("gateway")
 
-JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+JSON = [
+    (b"content-type", b"application/json"),
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+]
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 @dataclass
@@ -88,7 +94,7 @@ class Gateway:
             if self.authorization is None:
                 await _json(send, 404, {"error": "not_found", "error_description": _OFF})
                 return
-            await self.authorization.app(scope, receive, send)
+            await self.authorization.app(scope, receive, _nosniff(send))
         elif path == "/readyz" and self.readiness is not None:
             verdict = await self.readiness.check()
             if verdict.ready:
@@ -256,3 +262,19 @@ async def _json(send: Send, status: int, body: dict[str, str]) -> None:
     headers = [*JSON, (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _nosniff(send: Send) -> Send:
+    """Adds `X-Content-Type-Options: nosniff` to a JSON response that lacks it."""
+
+    async def sending(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            names = {bytes(name).lower(): bytes(value) for name, value in headers}
+            media = names.get(b"content-type", b"").split(b";")[0].strip().lower()
+            json_type = media == b"application/json" or media.endswith(b"+json")
+            if json_type and b"x-content-type-options" not in names:
+                message = {**message, "headers": [*headers, NOSNIFF]}
+        await send(message)
+
+    return sending

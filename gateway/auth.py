@@ -252,6 +252,7 @@ def _raw(
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
         (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
     ]
     if challenge is not None:
         headers.append((b"www-authenticate", challenge.encode("ascii")))

@@ -32,11 +32,12 @@ def _headers(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 def test_p5_preflight_allows_what_mcp_clients_send() -> None:
-    raw = preflight_response()
+    raw = preflight_response(b"https://claude.ai")
     assert raw.status == 204
     assert raw.body == b""
     headers = _headers(raw.headers)
-    assert headers["access-control-allow-origin"] == "*"
+    assert headers["access-control-allow-origin"] == "https://claude.ai"
+    assert headers["vary"] == "Origin"
     allowed = {h.strip().lower() for h in headers["access-control-allow-headers"].split(",")}
     assert allowed >= {
         "authorization",
@@ -55,7 +56,8 @@ def test_p5_preflight_allows_what_mcp_clients_send() -> None:
 
 def test_p5_actual_responses_expose_the_challenge_and_session_headers() -> None:
     headers = _headers(response_headers(b"https://claude.ai"))
-    assert headers["access-control-allow-origin"] == "*"
+    assert headers["access-control-allow-origin"] == "https://claude.ai"
+    assert headers["vary"] == "Origin"
     exposed = {h.strip().lower() for h in headers["access-control-expose-headers"].split(",")}
     assert exposed >= {"www-authenticate", "mcp-session-id"}
 
@@ -68,5 +70,10 @@ def test_p5_no_cors_headers_without_origin(origin: bytes | None) -> None:
 def test_p5_returned_lists_are_fresh() -> None:
     response_headers(b"https://a").append((b"x", b"y"))
     assert (b"x", b"y") not in response_headers(b"https://a")
-    preflight_response().headers.clear()
-    assert preflight_response().headers
+    preflight_response(b"https://a").headers.clear()
+    assert preflight_response(b"https://a").headers
+
+
+def test_cors_never_grants_the_wildcard() -> None:
+    for headers in (preflight_response(b"https://a").headers, response_headers(b"https://a")):
+        assert (b"access-control-allow-origin", b"*") not in headers

@@ -16,12 +16,14 @@ from urllib.parse import urlencode, urlsplit
 
 from gateway import cors
 from gateway.errors import (
+    AccessDenied,
     InvalidRequest,
     InvalidToken,
     OAuthError,
     PayloadTooLarge,
     TooManyRequests,
 )
+from gateway.origins import OriginPolicy
 from gateway.principal import Principal
 from gateway.proxy.errors import ClientGone
 from gateway.proxy.forward import Client, Forwarder, Outgoing
@@ -99,6 +101,9 @@ class ProxyApp:
         )
         # Signed-in people's browser sessions, for routes the policy marks `browser`.
         self.sessions = sessions
+        self.origins = OriginPolicy(
+            settings.issuer, settings.allowed_origins, loopback_dev=settings.issuer_is_loopback
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -111,6 +116,9 @@ class ProxyApp:
             client[0] if client else "",
             scan(headers),
         )
+        if not self.origins.allows(request.found.origin):
+            await send_answer(send, _foreign_origin())
+            return
         cors_headers = cors.response_headers(request.found.origin)
         if (preflight := _preflight(request)) is not None:
             await send_answer(send, preflight)
@@ -138,6 +146,9 @@ class ProxyApp:
         for a request without a body (`found = scan(headers)`, `found.has_body` false),
         answered through `client`, the exchange started by `Forwarder.start`."""
         request = _Request(method, raw_path, query, headers, peer, found)
+        if found.origin is not None and not self.origins.allows(found.origin):
+            client.respond(*_foreign_origin())
+            return
         cors_headers = cors.response_headers(found.origin)
         if (preflight := _preflight(request)) is not None:
             client.respond(*preflight)
@@ -297,9 +308,16 @@ class _SignIn:
 
 def _preflight(request: _Request) -> Answer | None:
     """P5: a CORS preflight is answered here, without credentials."""
-    if request.found.origin is not None and cors.is_preflight(request.method, request.headers):
-        return raw_answer(cors.preflight_response(), [])
+    origin = request.found.origin
+    if origin is not None and cors.is_preflight(request.method, request.headers):
+        return raw_answer(cors.preflight_response(origin), [])
     return None
+
+
+def _foreign_origin() -> Answer:
+    """403 for a browser origin that may not call the proxied routes (MCP transport:
+    servers MUST validate Origin); no CORS headers, so the page cannot read it."""
+    return error_answer(AccessDenied("this Origin may not call the gateway"), [])
 
 
 class _Request:

@@ -13,6 +13,7 @@ from gateway.proxy.ports import Header, Reply
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Answer = tuple[int, list[Header], bytes]
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 _NO_STORE = [(k.lower().encode(), v.encode()) for k, v in NO_STORE.items()]
 
 
@@ -30,7 +31,7 @@ def raw_answer(reply: Reply, extra: list[Header]) -> Answer:
 def error_answer(exc: OAuthError, extra: list[Header]) -> Answer:
     """An OAuthError as RFC JSON (the same shape as the authorization server's)."""
     body = json.dumps(exc.body()).encode()
-    headers = [(b"content-type", b"application/json"), *_NO_STORE]
+    headers = [(b"content-type", b"application/json"), _NOSNIFF, *_NO_STORE]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
     return framed(exc.status_code, [*headers, *extra], body)
 

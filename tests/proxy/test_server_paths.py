@@ -8,6 +8,7 @@ import socket
 
 import httptools
 import httpx
+import pytest
 
 from tests.proxy.conftest import Server, bearer
 
@@ -86,18 +87,45 @@ def test_head_gets_the_head_only(client: httpx.Client) -> None:
 
 
 def test_p5_cors_preflight_and_actual_responses(client: httpx.Client) -> None:
-    origin = {"Origin": "https://app.example"}
+    # The issuer is loopback (development): a loopback page is an allowed origin.
+    origin = {"Origin": "http://localhost:5173"}
     preflight = client.options("/mcp", headers={**origin, "Access-Control-Request-Method": "POST"})
     assert preflight.status_code == 204
-    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert preflight.headers["vary"] == "Origin"
     assert "Authorization" in preflight.headers["access-control-allow-headers"]
     ok = client.get("/api/memories", headers={**origin, **bearer("read")})
     assert ok.status_code == 200
-    assert ok.headers["access-control-allow-origin"] == "*"
+    assert ok.headers["access-control-allow-origin"] == "http://localhost:5173"
     denied = client.get("/api/memories", headers=origin)
     assert denied.status_code == 401
-    assert denied.headers["access-control-allow-origin"] == "*"
+    assert denied.headers["access-control-allow-origin"] == "http://localhost:5173"
     assert "WWW-Authenticate" in denied.headers["access-control-expose-headers"]
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://evil.example", "null", "http://localhost.evil.example", "https://x:1/p"]
+)
+def test_foreign_origin_is_refused_with_403_even_with_a_valid_token(
+    client: httpx.Client, origin: str
+) -> None:
+    headers = {"Origin": origin, **bearer("read", "write")}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for response in (
+        client.post("/mcp", json=call, headers={**headers, "Accept": "application/json"}),
+        client.get("/api/memories", headers=headers),  # bodyless: the fast path
+        client.options("/mcp", headers={**headers, "Access-Control-Request-Method": "POST"}),
+    ):
+        assert response.status_code == 403
+        assert response.json()["error"] == "access_denied"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize("origin", [None, "http://localhost:8000", "http://127.0.0.1:3000"])
+def test_absent_same_or_loopback_origin_is_served(client: httpx.Client, origin: str | None) -> None:
+    headers = bearer("read") | ({"Origin": origin} if origin else {})
+    assert client.get("/api/memories", headers=headers).status_code == 200
 
 
 def test_d6_insufficient_scope_on_a_bodyless_request(client: httpx.Client) -> None:
