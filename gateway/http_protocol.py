@@ -455,12 +455,15 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.abort()
 
     def _close_with(self, response: bytes) -> None:
-        """Answer `response` (a whole response) unless one is under way, then close."""
+        """Answer `response` (a whole response) and close. The answer is left out when
+        the current request was already answered (its unread body timed out), and
+        replaces the application's answer when that has not started yet."""
         self._refused = True
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
-            if cycle is not None and not cycle.response_complete:
-                cycle.response_started = True  # the application's answer, if any, is dropped
+        current = self._in_body and cycle is not None
+        if not current or not (cycle.response_started or cycle.response_complete):
+            if current:
+                cycle.response_started = True  # the application's answer is dropped
             self.transport.write(response)
         self.transport.close()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
@@ -162,6 +162,7 @@ def build_authorization_server(
             OAuthError: _oauth_error,
             StoreUnavailable: _store_unavailable,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _server_error,
         },
     )
@@ -295,6 +296,13 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
         headers={"Retry-After": "5"},
     )
     return unavailable.response()
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away mid-request (an aborted body): one line, no traceback; the
+    answer is never delivered."""
+    logger.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

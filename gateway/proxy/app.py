@@ -55,6 +55,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_INSPECTED_BODY = 4 * 1024 * 1024
+# A body on these has no defined meaning (RFC 9110 §9.3): refused, never forwarded.
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 
 
 class Denied(Exception):
@@ -171,6 +173,8 @@ class ProxyApp:
         self, request: _Request, cors_headers: list[Header], receive: Receive, send: Send
     ) -> None:
         method, found = request.method, request.found
+        if found.has_body and method in BODYLESS_METHODS:
+            raise InvalidRequest(f"a {method} request must not have a body")
         path, decision, principal = self._admit(request)
         body: bytes | None = None
         if not found.has_body:
@@ -214,16 +218,20 @@ class ProxyApp:
         return Outgoing(request.method, target, headers, body, found.content_length, cors_headers)
 
     def _authenticate(self, request: _Request, decision: Decision) -> Principal:
+        # Failures are counted and, past the limit, refused; a valid credential from the
+        # same address is never locked out (the limit slows guessing, not its victims).
         found = request.found
-        address = self._failures_key(request) if self.failures.active else None
-        if address is not None and (wait := self.failures.retry_after(address)) is not None:
-            raise TooManyRequests(wait, "too many failed credentials from this address")
         try:
             principal = self.authenticator.authenticate(
                 found.authorization, found.api_key, query=request.query
             )
         except InvalidToken as exc:
-            self.failures.record(address or self._failures_key(request))
+            address = self._failures_key(request)
+            if (wait := self.failures.retry_after(address)) is not None:
+                raise TooManyRequests(
+                    wait, "too many failed credentials from this address"
+                ) from None
+            self.failures.record(address)
             raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
         except OAuthError as exc:
             raise Denied(self.challenges.unauthorized(decision.scopes, exc)) from None
@@ -375,8 +383,11 @@ def scan(headers: list[Header]) -> Found:
         elif name == b"host":
             found.host = value
         elif name == b"content-length":
-            found.content_length = value
-            found.has_body = value != b"0"
+            # The parser accepted it, so digits only; forwarded in canonical form ("010"
+            # and "10" are one length, but not to every upstream).
+            length = int(value)
+            found.content_length = b"%d" % length
+            found.has_body = length != 0
         elif name == b"transfer-encoding":
             found.has_body = True
         elif name == b"origin":

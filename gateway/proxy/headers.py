@@ -5,7 +5,8 @@ to `-` (servers such as Starlette, PHP or CGI gateways treat those spellings as 
 header), so `X_Auth_Subject` or `x.auth.subject` cannot smuggle an identity past the
 strip. Hop-by-hop headers (RFC 9110 §7.6.1) and every header the client names in
 `Connection` are dropped. Credentials (`Authorization`, `X-API-Key`) are never
-forwarded (J3). `X-Forwarded-*` from the peer is kept and appended to only when the
+forwarded (J3), nor method or URL override headers (`X-HTTP-Method-Override`,
+`X-Original-URL`, ...). `X-Forwarded-*` from the peer is kept and appended to only when the
 peer is a configured trusted proxy (P6); otherwise the gateway's own values replace it.
 
 `X-Request-Id`: a client-sent id is kept when it is a sane token (1-128 characters of
@@ -57,10 +58,21 @@ IDENTITY = frozenset(
     }
 )
 CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
+# Headers some frameworks read as "the real method / path": the upstream must see the
+# request the gateway authorised, nothing else.
+OVERRIDES = frozenset(
+    {
+        b"x-http-method-override",
+        b"x-method-override",
+        b"x-http-method",
+        b"x-original-url",
+        b"x-rewrite-url",
+    }
+)
 # Routing and framing the gateway sets itself for the upstream hop.
 OWN = frozenset({b"host", b"content-length", b"expect"})
 _CONNECTION = frozenset({b"connection", b"proxy-connection"})
-REQUEST_DROP = HOP_BY_HOP | IDENTITY | CREDENTIALS | OWN
+REQUEST_DROP = HOP_BY_HOP | IDENTITY | CREDENTIALS | OWN | OVERRIDES
 RESPONSE_DROP = HOP_BY_HOP | frozenset({b"server", b"date"})
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 _PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")

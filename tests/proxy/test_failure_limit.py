@@ -60,10 +60,17 @@ def test_guessing_the_api_key_gets_429_and_other_clients_are_not_affected(
             for n in range(4)
         ]
         assert statuses == [401, 401, 401, 401]
-        blocked = http.get("/api/memories", headers={**guesser, "X-API-Key": API_KEY})
+        blocked = http.get("/api/memories", headers={**guesser, "X-API-Key": "guess-5"})
         assert blocked.status_code == 429
         assert blocked.json()["error"] == "slow_down"
         assert int(blocked.headers["retry-after"]) >= 1
+        # Failures are refused, not the address: a valid credential from it still works.
+        valid = http.get("/api/memories", headers={**guesser, "X-API-Key": API_KEY})
+        assert valid.status_code == 200
+        token = http.get("/api/memories", headers={**guesser, **bearer("read")})
+        assert token.status_code == 200
+        bad_token = {**guesser, "Authorization": "Bearer not.a.token"}
+        assert http.get("/api/memories", headers=bad_token).status_code == 429
         other = {"X-Forwarded-For": "198.51.100.9", "X-API-Key": API_KEY}
         assert http.get("/api/memories", headers=other).status_code == 200
         assert http.get("/api/memories", headers=bearer("read")).status_code == 200

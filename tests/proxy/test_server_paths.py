@@ -133,3 +133,70 @@ def test_d6_insufficient_scope_on_a_bodyless_request(client: httpx.Client) -> No
     assert response.status_code == 403
     assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
     assert response.json()["error"] == "insufficient_scope"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
+def test_bodies_on_get_head_delete_are_refused_not_forwarded(
+    client: httpx.Client, method: str
+) -> None:
+    response = client.request(
+        method, "/api/memories/1", content=b"smuggled", headers=bearer("read", "write")
+    )
+    assert response.status_code == 400
+    if method != "HEAD":
+        assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["X-HTTP-Method-Override", "X-Method-Override", "X-HTTP-Method", "X-Original-URL",
+     "X-Rewrite-URL", "x_http_method_override"],
+)  # fmt: skip
+def test_method_and_url_override_headers_are_stripped(client: httpx.Client, name: str) -> None:
+    response = client.get("/api/echo", headers={**bearer("read"), name: "DELETE"})
+    assert response.status_code == 200
+    seen = {k.lower().replace("_", "-") for k, _ in response.json()["headers"]}
+    assert name.lower().replace("_", "-") not in seen
+
+
+def _raw(gateway: Server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"GET /api/memories HTTP/1.1\r\n\r\n",
+     b"GET /api/memories HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+     b"GET /healthz HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"],
+)  # fmt: skip
+def test_http11_without_exactly_one_host_is_refused(gateway: Server, head: bytes) -> None:
+    answer = _raw(gateway, head)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"exactly one Host" in answer
+
+
+def test_content_length_is_forwarded_in_canonical_form(gateway: Server, upstream: Server) -> None:
+    token = bearer("read", "write")["Authorization"].encode()
+    answer = _raw(
+        gateway,
+        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: "
+        + token + b"\r\nContent-Type: application/json\r\nContent-Length: 0002\r\n\r\n{}",
+    )  # fmt: skip
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        parts, rest = [], body
+        while True:
+            size, _, rest = rest.partition(b"\r\n")
+            if int(size, 16) == 0:
+                break
+            parts.append(rest[: int(size, 16)])
+            rest = rest[int(size, 16) + 2 :]
+        body = b"".join(parts)
+    echoed = dict(json.loads(body)["headers"])
+    assert echoed["content-length"] == "2"
