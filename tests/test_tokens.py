@@ -201,3 +201,28 @@ def test_j1_replicas_starting_together_share_one_first_key(tmp_path: Path) -> No
         kids = set(pool.map(_first_kid, [directory] * 12))
     assert len(kids) == 1
     assert len(list((tmp_path / "shared-keys").glob("*.pem"))) == 1
+
+
+def _flip_s(token: str) -> str:
+    from gateway.oauth.tokens import P256_ORDER
+
+    signed, _, encoded = token.rpartition(".")
+    raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    s = int.from_bytes(raw[32:], "big")
+    flipped = raw[:32] + (P256_ORDER - s).to_bytes(32, "big")
+    return signed + "." + base64.urlsafe_b64encode(flipped).rstrip(b"=").decode()
+
+
+def test_es256_tokens_are_issued_low_s_and_high_s_twins_are_refused(
+    service: TokenService,
+) -> None:
+    from gateway.oauth.tokens import is_low_s
+
+    for _ in range(16):  # a random signature is high-S half of the time
+        token = _issue(service)
+        assert is_low_s(token)
+        service.verify(token, audience=AUDIENCE)
+        twin = _flip_s(token)  # mathematically valid too: the malleated form
+        assert not is_low_s(twin)
+        with pytest.raises(InvalidToken, match="high-S"):
+            service.verify(twin, audience=AUDIENCE)

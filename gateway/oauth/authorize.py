@@ -52,7 +52,7 @@ def validate_authorization(
     challenge = validate_challenge(
         params.get("code_challenge"),
         params.get("code_challenge_method"),
-        required=client.is_public,
+        required=True,  # OAuth 2.1 §4.1.1: confidential clients use PKCE too
     )
     scope = format_scope(consented_scopes(params.get("scope"), client.scopes))
     audience = resolve_resource(resources, resource, issuer=issuer)

@@ -16,7 +16,7 @@ from gateway.oauth.context import Context
 from gateway.oauth.dcr import same_secret
 from gateway.oauth.forms import single_params
 from gateway.oauth.models import Client
-from gateway.oauth.redirects import redirect_host
+from gateway.oauth.redirects import is_loopback, redirect_host
 from gateway.store.base import PendingConsent, hash_secret
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -56,6 +56,8 @@ class AuthorizeHandler:
                 issuer=self.ctx.settings.issuer,
             )
         except OAuthError as exc:
+            if not await self._redirects_errors(client, redirect_uri):
+                return unredirectable(request, exc)
             log_refusal(request, exc)
             return error_redirect(self.ctx, redirect_uri, exc, state)
         pending = PendingConsent(
@@ -74,6 +76,20 @@ class AuthorizeHandler:
         if self.ctx.people is not None:
             return await self.ctx.people.begin(request, client, pending)
         return await ask_consent(self.ctx, client, pending)
+
+    async def _redirects_errors(self, client: Client, redirect_uri: str) -> bool:
+        """Whether an error may be sent to the client's redirect URI (RFC 6749 §4.1.2.1).
+
+        Anyone can self-register a redirect URI, so redirecting errors for every client
+        would make the gateway an open redirector to any site (RFC 9700 §4.11.2: redirect
+        only to URIs the server trusts). Errors go back to a client registered by the
+        operator, to a loopback redirect URI (a native app on the user's own machine,
+        RFC 8252: no site to be sent to), or to a client that has completed a flow (its
+        redirect URI proved itself); everyone else gets the gateway's own error page.
+        """
+        if client.trusted or client.source == "static" or is_loopback(redirect_uri):
+            return True
+        return await self.ctx.store.client_was_used(client.client_id)
 
     async def _client(self, client_id: str | None) -> Client:
         if client_id is None:

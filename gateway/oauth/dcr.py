@@ -114,7 +114,18 @@ class RegisterHandler:
         await self.ctx.store.prune_unused_clients(now - UNUSED_CLIENT_GRACE)
         if await self.ctx.store.add_client(client, limit=limit):
             return
-        evicted = await self.ctx.store.evict_client()
+        # An anonymous registration may push out only a never-used registration (the
+        # earliest): a flood of them must never evict a client that holds tokens or was
+        # used; with none left to push out it is refused. Operator ones may take the
+        # least recently used open client's place.
+        evicted = await self.ctx.store.evict_client(unused_only=not client.trusted)
+        if evicted is None and not client.trusted:
+            audit.warning("oauth client registry full: anonymous registration refused")
+            raise TemporarilyUnavailable(
+                "the client registry is full of clients in use (MCP_OAUTH_MAX_CLIENTS); "
+                "anonymous registrations are refused until some are deleted",
+                headers={"Retry-After": "3600"},
+            )
         if evicted is not None:
             audit.warning("oauth client registry full: evicted %s (least recently used)", evicted)
             await self.ctx.revoker.revoke_client(evicted)

@@ -9,6 +9,8 @@ request; revocation is checked by the caller on every request.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
 import time
 from collections import OrderedDict
@@ -123,6 +125,8 @@ class TokenService:
             algorithm=key.algorithm,
             headers={"typ": "at+jwt", "kid": key.kid},
         )
+        if key.algorithm == "ES256":
+            token = low_s(token)
         return IssuedToken(token=token, claims=claims)
 
     def verify(self, token: str, *, audience: str) -> AccessToken:
@@ -147,6 +151,8 @@ class TokenService:
             raise InvalidToken("unknown signing key")
         if header.get("alg") != key.algorithm or header.get("typ") != "at+jwt":
             raise InvalidToken("unexpected token type or algorithm")
+        if key.algorithm == "ES256" and not is_low_s(token):
+            raise InvalidToken("non-canonical (high-S) ECDSA signature")
         try:
             payload = jwt.decode(
                 token,
@@ -232,3 +238,37 @@ def _person(payload: dict[str, object]) -> Person | None:
         name=str(name)[:MAX_CLAIM_CHARS] if name else None,
         groups=tuple(str(g)[:MAX_CLAIM_CHARS] for g in (groups or [])[:MAX_GROUPS]),
     )
+
+
+# ECDSA signatures are malleable: (r, s) and (r, n - s) both verify, so one token has
+# two encodings. Tokens are issued with the low S and a high S is refused, so a token
+# has exactly one valid form (the JWT is its cache key and its revocation identity).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _signature(token: str) -> tuple[str, bytes] | None:
+    signed, _, encoded = token.rpartition(".")
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (ValueError, binascii.Error):
+        return None
+    return (signed, raw) if len(raw) == 64 else None
+
+
+def is_low_s(token: str) -> bool:
+    """Whether an ES256 JWS signature has S <= n/2 (False when it is not 64 bytes)."""
+    parts = _signature(token)
+    return parts is not None and int.from_bytes(parts[1][32:], "big") <= P256_ORDER // 2
+
+
+def low_s(token: str) -> str:
+    """The same ES256 JWS with its signature's S replaced by n - S when S > n/2."""
+    parts = _signature(token)
+    if parts is None:
+        return token
+    signed, raw = parts
+    s = int.from_bytes(raw[32:], "big")
+    if s <= P256_ORDER // 2:
+        return token
+    flipped = raw[:32] + (P256_ORDER - s).to_bytes(32, "big")
+    return signed + "." + base64.urlsafe_b64encode(flipped).rstrip(b"=").decode("ascii")

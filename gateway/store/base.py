@@ -106,13 +106,18 @@ class ClientStore(Protocol):
         """Record that the client obtained a token now (kept unpruned, LRU order)."""
         ...
 
+    async def client_was_used(self, client_id: str) -> bool:
+        """Whether the client ever obtained a token (completed a flow)."""
+        ...
+
     async def prune_unused_clients(self, issued_before: float) -> int:
         """Drop never-used clients issued before the cutoff, except trusted ones."""
         ...
 
-    async def evict_client(self) -> str | None:
+    async def evict_client(self, *, unused_only: bool = False) -> str | None:
         """Delete the least recently used client that is not `trusted` (with its refresh
-        tokens) and return its id; None when every client is trusted."""
+        tokens) and return its id; None when every client is trusted. `unused_only`:
+        only a never-used one (the earliest registered), None when there is none."""
         ...
 
 

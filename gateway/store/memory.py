@@ -60,6 +60,9 @@ class MemoryStore:
         if client_id in self.clients:
             self.client_last_used[client_id] = now
 
+    async def client_was_used(self, client_id: str) -> bool:
+        return client_id in self.client_last_used
+
     async def prune_unused_clients(self, issued_before: float) -> int:
         stale = [
             cid
@@ -72,11 +75,11 @@ class MemoryStore:
             del self.clients[cid]
         return len(stale)
 
-    async def evict_client(self) -> str | None:
+    async def evict_client(self, *, unused_only: bool = False) -> str | None:
         candidates = [
             (self.client_last_used.get(cid, c.client_id_issued_at), cid)
             for cid, c in self.clients.items()
-            if not c.trusted
+            if not c.trusted and not (unused_only and cid in self.client_last_used)
         ]
         if not candidates:
             return None

@@ -132,6 +132,16 @@ return oldest[1]
 """
 )
 
+EVICT_UNUSED_CLIENT = (
+    _DROP_CLIENT
+    + """
+local oldest = redis.call('ZRANGE', ARGV[1] .. 'clients:unused', 0, 0)
+if #oldest == 0 then return false end
+drop_client(ARGV[1], oldest[1])
+return oldest[1]
+"""
+)
+
 REPLACE_CLIENT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -354,6 +364,7 @@ class RedisStore:
             "add_client": ADD_CLIENT,
             "delete_client": DELETE_CLIENT,
             "evict_client": EVICT_CLIENT,
+            "evict_unused_client": EVICT_UNUSED_CLIENT,
             "save_consent": SAVE_CONSENT,
             "replace_client": REPLACE_CLIENT,
             "mark_client_used": MARK_CLIENT_USED,
@@ -421,8 +432,9 @@ class RedisStore:
         return bool(await self._script("delete_client", [], [self.prefix, client_id]))
 
     @_bounded
-    async def evict_client(self) -> str | None:
-        evicted = await self._script("evict_client", [], [self.prefix])
+    async def evict_client(self, *, unused_only: bool = False) -> str | None:
+        script = "evict_unused_client" if unused_only else "evict_client"
+        evicted = await self._script(script, [], [self.prefix])
         return evicted.decode() if evicted else None
 
     @_bounded
@@ -434,6 +446,10 @@ class RedisStore:
             self.key("clients:lru"),
         ]
         await self._script("mark_client_used", keys, [client_id, repr(now)])
+
+    @_bounded
+    async def client_was_used(self, client_id: str) -> bool:
+        return bool(await self.redis.hexists(self.key("clients:used"), client_id))
 
     @_bounded
     async def prune_unused_clients(self, issued_before: float) -> int:

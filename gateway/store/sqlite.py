@@ -166,16 +166,24 @@ class SqliteStore:
     async def mark_client_used(self, client_id: str, now: float) -> None:
         await self._exec("UPDATE clients SET last_used = ? WHERE client_id = ?", (now, client_id))
 
+    async def client_was_used(self, client_id: str) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM clients WHERE client_id = ? AND last_used IS NOT NULL", (client_id,)
+        )
+        return row is not None
+
     async def prune_unused_clients(self, issued_before: float) -> int:
         return await self._exec(
             f"DELETE FROM clients WHERE last_used IS NULL AND issued_at < ? AND {_UNTRUSTED}",  # noqa: S608
             (issued_before,),
         )
 
-    async def evict_client(self) -> str | None:
+    async def evict_client(self, *, unused_only: bool = False) -> str | None:
+        unused = "AND last_used IS NULL " if unused_only else ""
+
         def evict() -> str | None:
             row = self.db.execute(
-                f"SELECT client_id FROM clients WHERE {_UNTRUSTED} "  # noqa: S608
+                f"SELECT client_id FROM clients WHERE {_UNTRUSTED} {unused}"  # noqa: S608
                 "ORDER BY COALESCE(last_used, issued_at) LIMIT 1"
             ).fetchone()
             if row is None:

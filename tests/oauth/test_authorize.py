@@ -78,6 +78,58 @@ async def test_a1_other_errors_redirect_with_error_state_and_iss(
     assert "code" not in got
 
 
+async def test_unsupported_response_type_does_not_make_the_gateway_a_redirector(
+    harness: Harness,
+) -> None:
+    """Issue 9: anyone can self-register https://evil.example/cb; until the client has
+    completed a flow its errors are shown on the gateway's own page, not redirected."""
+    client = await harness.register(
+        client_name="Evil", redirect_uris=["https://evil.example/cb"],
+        token_endpoint_auth_method="none",
+    )  # fmt: skip
+    query = {
+        "response_type": "token",
+        "client_id": client["client_id"],
+        "redirect_uri": "https://evil.example/cb",
+        "state": "s1",
+    }
+    response = await harness.http.get("/oauth/authorize", params=query)
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert response.json()["error"] == "unsupported_response_type"
+    page = await harness.http.get("/oauth/authorize", params=query, headers={"Accept": "text/html"})
+    assert page.status_code == 400
+    assert "evil.example" not in page.headers.get("location", "")
+    # Once it has completed a flow, its redirect URI has proved itself: errors go there.
+    code, verifier = await harness.code_for(
+        client["client_id"], redirect_uri="https://evil.example/cb"
+    )
+    exchanged = await harness.exchange(
+        client["client_id"], code, verifier, redirect_uri="https://evil.example/cb"
+    )
+    assert exchanged.status_code == 200
+    again = await harness.http.get("/oauth/authorize", params=query)
+    assert again.status_code == 302
+    assert query_of(again)["error"] == "unsupported_response_type"
+
+
+async def test_pkce_is_required_for_confidential_clients_too(harness: Harness) -> None:
+    client = await harness.register(
+        client_name="Confidential", redirect_uris=["https://c.example/cb"]
+    )
+    assert client["token_endpoint_auth_method"] != "none"
+    query = {
+        "response_type": "code",
+        "client_id": client["client_id"],
+        "redirect_uri": "https://c.example/cb",
+        "state": "s1",
+    }
+    response = await harness.http.get("/oauth/authorize", params=query)
+    assert response.status_code == 400  # not yet proven: the gateway's page
+    assert response.json()["error"] == "invalid_request"
+    assert "code_challenge" in response.json()["error_description"]
+
+
 async def test_a1_client_without_authorization_code_grant_is_unauthorized_client(
     harness: Harness,
 ) -> None:
@@ -104,12 +156,6 @@ async def test_a2_loopback_redirect_any_port_and_code_with_iss(harness: Harness)
     assert got["state"] == "st4te"
     assert got["iss"] == ISSUER
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", got["code"])  # 256 bits, URL-safe
-
-
-async def test_a3_confidential_client_may_skip_pkce(harness: Harness) -> None:
-    client = await harness.register(redirect_uris=["https://app.example/cb"])
-    response = await harness.authorize(client["client_id"], redirect_uri="https://app.example/cb")
-    assert "code" in query_of(response)
 
 
 async def test_a6_api_key_consent_page_names_client_host_and_scopes(make_harness: Any) -> None:

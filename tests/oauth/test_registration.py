@@ -284,6 +284,28 @@ async def test_r5_full_registry_evicts_least_recently_used_open_client_never_ope
     assert await exists(operator)
 
 
+async def test_r5_registration_flood_never_evicts_a_client_in_use(make_harness: Any) -> None:
+    """Issue 9: anonymous registrations push out only never-used registrations; with
+    the registry full of clients in use they are refused, the clients keep working."""
+    h = await make_harness(max_clients=2)
+    users = [await h.public_client(), await h.public_client()]
+    for user in users:
+        code, verifier = await h.code_for(user["client_id"])
+        assert (await h.exchange(user["client_id"], code, verifier)).status_code == 200
+    for _ in range(5):
+        flood = await h.http.post("/oauth/register", json={"client_name": "flood"})
+        assert flood.status_code == 503
+        assert flood.json()["error"] == "temporarily_unavailable"
+        assert "in use" in flood.json()["error_description"]
+        assert "retry-after" in flood.headers
+    key = {"Authorization": f"Bearer {API_KEY}"}
+    for user in users:
+        info = await h.http.get(f"/oauth/clients/{user['client_id']}", headers=key)
+        assert info.status_code == 200
+    # An operator registration still takes the least recently used one's place.
+    assert (await h.register_as_operator(client_name="operator"))["client_id"]
+
+
 async def test_r5_registry_full_of_operator_clients_is_503(make_harness: Any) -> None:
     h = await make_harness(max_clients=2)
     await h.register_as_operator(client_name="a")

@@ -157,6 +157,16 @@ async def test_r5_eviction_takes_the_least_recently_used_open_client(store: Stor
     assert await store.get_client("op") == operator
 
 
+async def test_r5_unused_only_eviction_never_takes_a_used_client(store: Store) -> None:
+    for cid, issued in (("used", 10), ("fresh", 20), ("fresher", 30)):
+        assert await store.add_client(Client(cid, (), "none", client_id_issued_at=issued), limit=10)
+    await store.mark_client_used("used", 40.0)
+    assert await store.evict_client(unused_only=True) == "fresh"
+    assert await store.evict_client(unused_only=True) == "fresher"
+    assert await store.evict_client(unused_only=True) is None
+    assert await store.get_client("used") is not None
+
+
 async def test_r5_operator_clients_are_never_pruned_as_unused(store: Store) -> None:
     operator = Client("op", (), "client_secret_basic", client_id_issued_at=1, trusted=True)
     assert await store.add_client(operator, limit=10)
