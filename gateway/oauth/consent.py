@@ -6,7 +6,9 @@ so a forged or replayed form cannot approve anything.
 
 from __future__ import annotations
 
+import unicodedata
 from html import escape
+from urllib.parse import unquote
 
 from starlette.responses import HTMLResponse
 
@@ -52,6 +54,21 @@ SCOPE_MEANINGS = {
 }
 
 
+def display_text(value: str) -> str:
+    """`value` safe to show a person: control and format characters (bidi overrides
+    and isolates such as U+202E, zero-width ones, line separators) become U+FFFD, so a
+    client name cannot reorder or hide the words around it. HTML escaping is separate."""
+    return "".join(
+        "\ufffd" if unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} else c for c in value
+    )
+
+
+def shown_host(redirect_uri: str) -> str:
+    """The redirect URI's host as a browser will go to it: percent-encoding decoded
+    (`%65vil.example` is evil.example to a WHATWG parser), made displayable."""
+    return display_text(unquote(redirect_host(redirect_uri)))
+
+
 def consent_page(
     *,
     consent_id: str,
@@ -68,12 +85,13 @@ def consent_page(
         for s in scope.split()
     )
     warning = '<p class="warn"><strong>Wrong API key; try again.</strong></p>' if failed else ""
+    client_name = display_text(client_name)
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Authorize {escape(client_name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Authorize access</h1>
 <p><strong>{escape(client_name)}</strong> asks for access to this memory service.
-After approval you are sent back to <strong>{escape(redirect_host(redirect_uri))}</strong>.</p>
+After approval you are sent back to <strong>{escape(shown_host(redirect_uri))}</strong>.</p>
 <p>It may:</p><ul>{scopes}</ul>{warning}
 <form method="post" action="/oauth/authorize/consent">
 <input type="hidden" name="consent_id" value="{escape(consent_id)}">

@@ -73,7 +73,7 @@ def test_chunked_trailer_lines_are_counted_against_the_head_limit(gateway: Gatew
     def attack() -> None:
         sent = flood(sock, b"X-a: b\r\n", 48 * MiB, 15)
         assert sent < 8 * MiB  # refused long before
-        took, answer = closed_within(sock, 5)
+        _took, answer = closed_within(sock, 5)
         assert b" 431 " in answer or b" 401 " in answer or answer == b""
 
     _bounded(gateway, attack)
@@ -111,7 +111,7 @@ def test_silent_connection_is_closed_after_the_head_timeout(gateway: Gateway) ->
     sock = connect(gateway)
 
     def attack() -> None:
-        took, answer = closed_within(sock, 30)
+        _took, answer = closed_within(sock, 30)
         assert 1.5 < took < 4
         assert answer == b""  # never asked anything: closed without an answer
 
@@ -123,7 +123,7 @@ def test_partial_head_gets_408_and_is_closed(gateway: Gateway) -> None:
     sock.sendall(b"GET /api/memories HTTP/1.1\r\nHost: x\r\n")
 
     def attack() -> None:
-        took, answer = closed_within(sock, 30)
+        _took, answer = closed_within(sock, 30)
         assert took < 4
         assert answer.startswith(b"HTTP/1.1 408 ")
         assert b'"error": "invalid_request"' in answer
@@ -221,7 +221,7 @@ def test_connections_over_the_per_address_cap_get_503(tmp_path: Path) -> None:
     with serve(tmp_path, env) as gateway:
         held = [connect(gateway) for _ in range(5)]
         extra = connect(gateway)
-        took, answer = closed_within(extra, 5)
+        _took, answer = closed_within(extra, 5)
         assert answer.startswith(b"HTTP/1.1 503 ")
         assert b"temporarily_unavailable" in answer
         transport = httpx.HTTPTransport(local_address=BYSTANDER)
@@ -238,10 +238,22 @@ def test_connections_over_the_total_cap_get_503(tmp_path: Path) -> None:
     env = {**SHORT, "MCP_GATEWAY_MAX_CONNECTIONS": "4"}
     with serve(tmp_path, env) as gateway:
         held = [connect(gateway, f"127.0.0.{i}") for i in range(1, 5)]
-        took, answer = closed_within(connect(gateway, "127.0.0.9"), 5)
+        _took, answer = closed_within(connect(gateway, "127.0.0.9"), 5)
         assert answer.startswith(b"HTTP/1.1 503 ")
         for sock in held:
             sock.close()
         time.sleep(0.3)
         with httpx.Client(timeout=5) as http:
             assert http.get(f"{gateway.url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/healthz"), ("GET", "/api/memories"), ("POST", "/oauth/token"),
+     ("GET", "/.well-known/oauth-authorization-server"), ("POST", "/oauth/register")],
+)  # fmt: skip
+def test_json_answers_carry_nosniff(gateway: Gateway, method: str, path: str) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=5) as http:
+        response = http.request(method, path, json={} if method == "POST" else None)
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["x-content-type-options"] == "nosniff"
