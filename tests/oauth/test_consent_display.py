@@ -19,7 +19,7 @@ def test_bidi_and_invisible_characters_are_neutralised(name: str) -> None:
 
 
 def test_ordinary_names_are_unchanged() -> None:
-    assert display_text("Claude Code – Ünïcode 日本") == "Claude Code – Ünïcode 日本"
+    assert display_text("Claude Code - Ünïcode 日本") == "Claude Code - Ünïcode 日本"
 
 
 def test_percent_encoded_host_is_shown_decoded() -> None:
