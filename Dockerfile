@@ -1,13 +1,17 @@
 # One image, two programs: `memory-gateway serve` (the default) and `memory-backend`.
 #
 # Online (the usual case):   docker build -t memory-gateway .
+#   installs exactly what uv.lock pins (hashes checked), with uv (UV_VERSION) used only in
+#   the build stage.
 # Offline (what CI does):    put the third-party wheels in wheelhouse/ (see .ci/run), then
 #   docker build --build-arg BASE_IMAGE=localbase/python:3.11-bookworm -t memory-gateway .
+#   .ci/wheelhouse.sh fills it with the versions uv.lock pins, and nothing else.
 # The project itself is always built from this source tree, never from a wheel on disk.
 # Kept to what the legacy builder understands: no syntax line, no RUN --mount, no heredocs.
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build
+ARG UV_VERSION=0.13.9
 # Lets `docker image prune --filter label=memory-gateway.stage=build` find old build stages.
 LABEL memory-gateway.stage=build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -17,7 +21,9 @@ RUN set -eu; \
     if ls /src/wheelhouse/*.whl >/dev/null 2>&1; then \
         /opt/venv/bin/pip install --no-index --find-links /src/wheelhouse /src; \
     else \
-        /opt/venv/bin/pip install /src; \
+        python3 -m pip install --no-cache-dir "uv==${UV_VERSION}"; \
+        cd /src && UV_PROJECT_ENVIRONMENT=/opt/venv uv sync --frozen --no-dev --no-editable \
+            --no-cache --compile-bytecode; \
     fi; \
     /opt/venv/bin/python -m pip uninstall --yes pip setuptools; \
     /opt/venv/bin/memory-gateway --help >/dev/null; \
