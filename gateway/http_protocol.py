@@ -210,6 +210,7 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         self._pump_scheduled = False
         self._in_body = False
         self._in_head = False
+        self._hosts = 0
         self._head_bytes = 0
         self._frame_bytes = 0
         self._body_bytes = 0
@@ -349,13 +350,20 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     # Parser callbacks
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self._in_head, self._hosts = True, 0
         super().on_message_begin()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # uvicorn's on_header (inlined: it runs for every header), plus Host counted and
+        # trailer fields (after the head) dropped: counted with the framing, never merged.
         if self._in_body:
-            return  # a trailer field: counted with the framing, never merged
-        super().on_header(name, value)
+            return
+        name = name.lower()
+        if name == b"host":
+            self._hosts += 1
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._head_done()
@@ -363,10 +371,8 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_done(self) -> None:
         """The head is complete: check Host, start the body's budget."""
-        if self.parser.get_http_version() == "1.1":
-            hosts = sum(1 for name, _ in self.headers if name == b"host")
-            if hosts != 1:
-                self._refuse(_BAD_HOST, "HTTP/1.1 request with %d Host headers refused", hosts)
+        if self._hosts != 1 and self.parser.get_http_version() == "1.1":
+            self._refuse(_BAD_HOST, "HTTP/1.1 request with %d Host headers refused", self._hosts)
         self._cancel_timer()
         self._in_head, self._in_body = False, True
         self._head_bytes = self._frame_bytes = self._body_bytes = 0
@@ -544,7 +550,7 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         # The scope is built only when a request takes the ASGI path (_to_asgi).
-        self._in_head = True
+        self._in_head, self._hosts = True, 0
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
