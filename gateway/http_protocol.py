@@ -255,30 +255,35 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def _feed(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         limits, size, pos = self.limits, len(data), 0
+        transport, flow, pipeline = self.transport, self.flow, self.pipeline
         while pos < size:
-            if self._must_hold():
+            if (
+                flow.write_paused
+                or len(pipeline) >= limits.max_pipelined
+                or transport.get_write_buffer_size() >= CORK_LIMIT
+            ):
                 self._hold(data[pos:])
                 return
             piece = data if size <= SLICE else data[pos : pos + SLICE]
             pos += len(piece)
-            in_body, body_before = self._in_body, self._body_bytes
+            in_body = self._in_body
             if in_body:
+                body_before = self._body_bytes
                 self._last_data = self.loop.time()
             if not self._parse(piece):
                 return
-            if self._timer is None:  # armed only for what is left unfinished
-                if self._in_body:
-                    self._arm(limits.body_idle_timeout, self._body_expired)
-                elif self._in_head:
-                    self._arm(limits.head_timeout, self._head_expired)
-            if in_body != self._in_body:
-                continue  # a head or body ended in this slice: at most SLICE uncounted
+            if in_body != self._in_body:  # a head or body ended in this slice
+                if self._timer is None and self._in_body:
+                    self._arm_body()
+                continue  # at most SLICE bytes of it uncounted
             if in_body:
                 self._frame_bytes += len(piece) - (self._body_bytes - body_before)
                 if self._frame_bytes > limits.max_head_bytes:
                     self._refuse_head("chunk framing and trailers")
                     return
-            else:
+            elif self._in_head:  # a head still arriving
+                if self._timer is None:
+                    self._arm(limits.head_timeout, self._head_expired)
                 self._head_bytes += len(piece)
                 if self._head_bytes > limits.max_head_bytes:
                     self._refuse_head("request line and headers")
@@ -373,10 +378,11 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         """The head is complete: check Host, start the body's budget."""
         if self._hosts != 1 and self.parser.get_http_version() == "1.1":
             self._refuse(_BAD_HOST, "HTTP/1.1 request with %d Host headers refused", self._hosts)
-        self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._in_head, self._in_body = False, True
         self._head_bytes = self._frame_bytes = self._body_bytes = 0
-        self._body_started = self._last_data = self.loop.time()
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -384,7 +390,9 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
-        self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -412,6 +420,10 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
         self._cancel_timer()
         self._timer = self.loop.call_later(delay, callback)
+
+    def _arm_body(self) -> None:
+        self._body_started = self._last_data = self.loop.time()
+        self._arm(self.limits.body_idle_timeout, self._body_expired)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
