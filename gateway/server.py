@@ -89,6 +89,7 @@ async def serve(
         challenges=acme.challenge if acme is not None else None,
         background=acme.run if acme is not None else None,
         http=protocol,
+        redirect_protocol=edge_protocol(limits, admission),
         loop="uvloop",
         lifespan="on",
         access_log=False,

@@ -256,6 +256,7 @@ class GatewayServer:
         watch_interval: float = DEFAULT_WATCH_INTERVAL,
         challenges: ChallengeLookup | None = None,
         background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        redirect_protocol: type[CorkedHttpToolsProtocol] = CorkedHttpToolsProtocol,
         **options: Any,
     ) -> None:
         self._challenges, self._background = challenges, background
@@ -270,6 +271,7 @@ class GatewayServer:
         self.main = uvicorn.Server(config)
         self.redirect: uvicorn.Server | None = None
         self._redirect_port = redirect_port
+        self._redirect_protocol = redirect_protocol  # the edge budgets hold there too
         self.port: int | None = None
         self.redirect_port: int | None = None
 
@@ -291,7 +293,11 @@ class GatewayServer:
         runs = [self.main.serve(sockets=[main_socket])]
         if self._redirect_port is not None:
             self.redirect = self._redirect_server(
-                self.main.config, self._redirect_port, self.port, self._challenges
+                self.main.config,
+                self._redirect_port,
+                self.port,
+                self._challenges,
+                self._redirect_protocol,
             )
             redirect_socket = (
                 self._sockets[1] if len(self._sockets) > 1 else self.redirect.config.bind_socket()
@@ -334,10 +340,14 @@ class GatewayServer:
 
     @staticmethod
     def _redirect_server(
-        main: uvicorn.Config, port: int, https_port: int, challenges: ChallengeLookup | None = None
+        main: uvicorn.Config,
+        port: int,
+        https_port: int,
+        challenges: ChallengeLookup | None = None,
+        protocol: type[CorkedHttpToolsProtocol] = CorkedHttpToolsProtocol,
     ) -> uvicorn.Server:
         config = uvicorn.Config(
-            HTTPSRedirect(https_port, challenges), host=main.host, port=port,
+            HTTPSRedirect(https_port, challenges), host=main.host, port=port, http=protocol,
             lifespan="off", log_config=None, access_log=False,
         )  # fmt: skip
         return PassiveServer(config)
@@ -356,10 +366,12 @@ async def serve_uvicorn(
     watch_interval: float = DEFAULT_WATCH_INTERVAL,
     challenges: ChallengeLookup | None = None,
     background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    redirect_protocol: type[CorkedHttpToolsProtocol] = CorkedHttpToolsProtocol,
     **options: Any,
 ) -> None:
     server = GatewayServer(
         app, host, port, tls, redirect_port=redirect_port, watch_interval=watch_interval,
-        challenges=challenges, background=background, **options,
+        challenges=challenges, background=background, redirect_protocol=redirect_protocol,
+        **options,
     )  # fmt: skip
     await server.serve()
