@@ -69,17 +69,20 @@ class Bystander(threading.Thread):
 
     def run(self) -> None:
         headers = {"Authorization": self.token}  # "Bearer ..."
-        while not self.stop.wait(0.1):
-            start = time.monotonic()
-            try:
-                transport = httpx.HTTPTransport(local_address=BYSTANDER)
-                with httpx.Client(transport=transport, timeout=10) as http:
+        # A new connection for every request (no keep-alive): each one is accepted and
+        # parsed while the attack holds its connections.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        transport = httpx.HTTPTransport(local_address=BYSTANDER, limits=limits)
+        with httpx.Client(transport=transport, timeout=10) as http:
+            while not self.stop.wait(0.1):
+                start = time.monotonic()
+                try:
                     status = http.get(self.url, headers=headers).status_code
-                if status != 200:
-                    self.errors.append(f"status {status}")
-            except httpx.HTTPError as exc:
-                self.errors.append(type(exc).__name__)
-            self.latencies.append((time.monotonic() - start) * 1000)
+                    if status != 200:
+                        self.errors.append(f"status {status}")
+                except httpx.HTTPError as exc:
+                    self.errors.append(type(exc).__name__)
+                self.latencies.append((time.monotonic() - start) * 1000)
 
 
 def run_attack(
@@ -90,6 +93,7 @@ def run_attack(
     bystander.start()
     prefix = out / name.split()[0]
     command = ["slowhttptest", *args, "-o", str(prefix)]
+    began = time.monotonic()
     attack = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     most_sockets = 0
     deadline = time.monotonic() + seconds + 30
@@ -99,6 +103,7 @@ def run_attack(
     if attack.poll() is None:
         attack.kill()
     attack.wait()
+    lasted = time.monotonic() - began
     bystander.stop.set()
     bystander.join(15)
     after = gateway.rss_kib() / 1024
@@ -111,6 +116,7 @@ def run_attack(
     latencies = sorted(bystander.latencies)
     return {
         "attack": name,
+        "lasted": lasted,
         "held": held,
         "sockets": most_sockets,
         "p50": statistics.median(latencies) if latencies else float("nan"),
@@ -147,15 +153,15 @@ def main() -> None:
     print(
         f"\n| attack ({options.connections} connections, {options.seconds} s) "
         "| held by slowhttptest (max) | gateway sockets (max) | bystander p50 / max ms "
-        "| bystander requests / errors | gateway RSS before → after MiB |"
+        "| bystander requests / errors | gateway RSS before → after MiB | ran s |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         before, after = row["rss"]  # type: ignore[misc]
         print(
             f"| {row['attack']} | {row['held']} | {row['sockets']} "
             f"| {row['p50']:.1f} / {row['max']:.1f} | {row['requests']} / {row['errors']} "
-            f"| {before:.0f} → {after:.0f} |"
+            f"| {before:.0f} → {after:.0f} | {row['lasted']:.0f} |"
         )
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at end")
 

@@ -448,6 +448,13 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self.logger.debug("request head not complete within %.0f s", self.limits.head_timeout)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # An earlier request is still being answered: finish it, read nothing more,
+            # then close (no 408 in the middle of its response).
+            self._refused = True
+            cycle.keep_alive = False
+            return
         self._close_with(_HEAD_TIMEOUT)
 
     def _body_expired(self) -> None:

@@ -256,3 +256,18 @@ def test_json_answers_carry_nosniff(gateway: Gateway, method: str, path: str) ->
         response = http.request(method, path, json={} if method == "POST" else None)
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_partial_head_behind_a_slow_answer_never_cuts_into_it(tmp_path: Path) -> None:
+    key = "edge-test-api-key-0123456789"
+    with serve(tmp_path, {**SHORT, "MCP_API_KEY": key}) as gateway:
+        sock = connect(gateway)
+        sock.sendall(
+            b"GET /api/slow?delay=4 HTTP/1.1\r\nHost: x\r\nX-API-Key: " + key.encode()
+            + b"\r\n\r\nGET /api/memories HTTP/1.1\r\nHost: x\r\n"  # the second head stops
+        )  # fmt: skip
+        took, answer = closed_within(sock, 30)
+    assert 3.5 < took < 8  # the slow answer (4 s) was finished, then the connection closed
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.count(b"HTTP/1.1 ") == 1  # no 408 inside or after it
+    assert answer.endswith(b"{}") or answer.endswith(b"0\r\n\r\n")
