@@ -94,7 +94,8 @@ def run_attack(
     prefix = out / name.split()[0]
     command = ["slowhttptest", *args, "-o", str(prefix)]
     began = time.monotonic()
-    attack = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = prefix.with_suffix(".log").open("wb")
+    attack = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     most_sockets = 0
     deadline = time.monotonic() + seconds + 30
     while attack.poll() is None and time.monotonic() < deadline:
@@ -103,7 +104,11 @@ def run_attack(
     if attack.poll() is None:
         attack.kill()
     attack.wait()
+    log.close()
     lasted = time.monotonic() - began
+    text = prefix.with_suffix(".log").read_text(errors="replace")
+    ended = text.rsplit("Exit status:", 1)[-1].split("\n", 1)[0] if "Exit status:" in text else ""
+    ended = "".join(c for c in ended if c.isprintable()).replace("[1;36m", "").strip()
     bystander.stop.set()
     bystander.join(15)
     after = gateway.rss_kib() / 1024
@@ -117,6 +122,7 @@ def run_attack(
     return {
         "attack": name,
         "lasted": lasted,
+        "ended": ended or f"exit {attack.returncode}",
         "held": held,
         "sockets": most_sockets,
         "p50": statistics.median(latencies) if latencies else float("nan"),
@@ -130,8 +136,15 @@ def run_attack(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="default: 200 a second for the whole run, so the attack never runs dry",
+    )
     options = parser.parse_args()
+    if options.connections is None:
+        options.connections = 200 * options.seconds
     if shutil.which("slowhttptest") is None:
         raise SystemExit("slowhttptest is missing: apt-get install -y slowhttptest")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start")
@@ -153,15 +166,16 @@ def main() -> None:
     print(
         f"\n| attack ({options.connections} connections, {options.seconds} s) "
         "| held by slowhttptest (max) | gateway sockets (max) | bystander p50 / max ms "
-        "| bystander requests / errors | gateway RSS before → after MiB | ran s |"
+        "| bystander requests / errors | gateway RSS before → after MiB | ran s "
+        "| slowhttptest's verdict |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         before, after = row["rss"]  # type: ignore[misc]
         print(
             f"| {row['attack']} | {row['held']} | {row['sockets']} "
             f"| {row['p50']:.1f} / {row['max']:.1f} | {row['requests']} / {row['errors']} "
-            f"| {before:.0f} → {after:.0f} | {row['lasted']:.0f} |"
+            f"| {before:.0f} → {after:.0f} | {row['lasted']:.0f} | {row['ended']} |"
         )
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at end")
 
