@@ -38,24 +38,32 @@ class ConnectionLimiter:
     """Open connections per address key and in total (one server process)."""
 
     def __init__(
-        self, per_address: int, total: int, key: Callable[[str], str] = lambda a: a
+        self, per_address: int, total: int, key: Callable[[str], str | None] = lambda a: a
     ) -> None:
         self.per_address = per_address
         self.total = total
-        self.key = key  # address -> counter key (gateway.ratelimit.limit_key)
+        # address -> counter key (gateway.ratelimit.limit_key), or None for an address
+        # counted in the total only (a trusted reverse proxy carries everyone's traffic)
+        self.key = key
         self.open = 0
         self._by_key: dict[str, int] = {}
 
-    def admit(self, key: str) -> bool:
+    def admit(self, key: str | None) -> bool:
         """Count a new connection from `key`; False (and nothing counted) when over a cap."""
-        held = self._by_key.get(key, 0)
-        if self.open >= self.total or held >= self.per_address:
+        if self.open >= self.total:
             return False
-        self._by_key[key] = held + 1
+        if key is not None:
+            held = self._by_key.get(key, 0)
+            if held >= self.per_address:
+                return False
+            self._by_key[key] = held + 1
         self.open += 1
         return True
 
-    def release(self, key: str) -> None:
+    def release(self, key: str | None) -> None:
+        if key is None:
+            self.open -= 1
+            return
         held = self._by_key.get(key, 0)
         if held <= 0:
             return

@@ -219,6 +219,7 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._address: str | None = None
+        self._admitted = False
         super().connection_made(CorkedTransport(transport, self.loop))
         self.flow = GatedFlowControl(self.transport, self)
         admission = self.admission
@@ -230,14 +231,14 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.write(_BUSY)
                 self.transport.close()
                 return
-            self._address = key
+            self._address, self._admitted = key, True
         self._arm(self.limits.head_timeout, self._head_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
-        if self._address is not None and self.admission is not None:
+        if self._admitted and self.admission is not None:
             self.admission.release(self._address)
-            self._address = None
+            self._admitted = False
         self._stash = b""
         super().connection_lost(exc)
 

@@ -17,6 +17,7 @@ from gateway.http_protocol import CorkedHttpToolsProtocol, edge_protocol, fast_p
 from gateway.observability.connections import observed_protocol
 from gateway.observability.listener import MetricsListener
 from gateway.observability.multiprocess import in_worker_pool, leave_with_supervisor
+from gateway.proxy.headers import is_trusted, parse_networks
 from gateway.ratelimit import limit_key
 from gateway.settings import Settings
 from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn
@@ -57,8 +58,14 @@ async def serve(
             app, https_headers = hsts, [hsts.header]
     limits = settings.edge
     _raise_file_limit(limits)
+    proxies = parse_networks(settings.trusted_proxies)
+
+    def address_key(address: str) -> str | None:
+        # A trusted reverse proxy carries every client's connections: total cap only.
+        return None if is_trusted(address, proxies) else limit_key(address)
+
     admission = ConnectionLimiter(
-        limits.max_connections_per_address, limits.max_connections, key=limit_key
+        limits.max_connections_per_address, limits.max_connections, key=address_key
     )
     protocol: type[CorkedHttpToolsProtocol]
     if settings.fast_path:

@@ -271,3 +271,20 @@ def test_partial_head_behind_a_slow_answer_never_cuts_into_it(tmp_path: Path) ->
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert answer.count(b"HTTP/1.1 ") == 1  # no 408 inside or after it
     assert answer.endswith(b"{}") or answer.endswith(b"0\r\n\r\n")
+
+
+def test_a_trusted_proxy_is_held_to_the_total_cap_only(tmp_path: Path) -> None:
+    env = {
+        **SHORT,
+        "MCP_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS": "3",
+        "MCP_GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32",
+    }
+    with serve(tmp_path, env) as gateway:
+        held = [connect(gateway) for _ in range(6)]  # a reverse proxy's connections
+        with httpx.Client(timeout=5) as http:
+            assert http.get(f"{gateway.url}/healthz").status_code == 200
+        others = [connect(gateway, "127.0.0.5") for _ in range(3)]
+        _took, answer = closed_within(connect(gateway, "127.0.0.5"), 5)
+        assert answer.startswith(b"HTTP/1.1 503 ")  # any other address: its own cap
+        for sock in held + others:
+            sock.close()

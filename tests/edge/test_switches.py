@@ -109,3 +109,13 @@ def test_fast_path_off_serves_everything_through_asgi_with_the_same_budgets(
         flood(sock, b"GET /api/memories HTTP/1.1\r\nHost: x\r\n\r\n", 16 * 1024 * 1024, 8)
         sock.close()
         assert gateway.rss_mib() - start < 64
+
+
+def test_connections_without_a_key_count_in_the_total_only() -> None:
+    limiter = ConnectionLimiter(per_address=1, total=3)
+    assert limiter.admit(None)
+    assert limiter.admit(None)
+    assert limiter.admit("a")
+    assert not limiter.admit(None)  # total
+    limiter.release(None)
+    assert limiter.open == 2
