@@ -17,6 +17,10 @@ set_protocol. abort() drops what is buffered, as the real transport drops its ow
 a proxied request without a body skips ASGI altogether and is answered from the parser
 callback by the proxy's own pipeline (`ProxyApp.start`), which cut the CPU per proxied
 request by about a fifth (bench/README.md); everything else takes uvicorn's ASGI path.
+
+Both protocols enforce the edge budgets (gateway.edge.EdgeLimits, docs/edge.md): head,
+body and send timeouts, the pipelining hold, the head and trailer byte limits, the Host
+rule and the connection caps; uvicorn's internals come from gateway.uvicorn_fence.
 """
 
 from __future__ import annotations
