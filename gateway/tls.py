@@ -25,7 +25,7 @@ from cryptography import x509
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.http_protocol import CorkedHttpToolsProtocol
-from gateway.uvicorn_fence import PassiveServer
+from gateway.uvicorn_fence import PassiveServer, bind_socket, loop_factory
 
 logger = logging.getLogger("gateway.tls")
 
@@ -280,7 +280,7 @@ class GatewayServer:
         return self.main.started and (self.redirect is None or self.redirect.started)
 
     def run(self) -> None:
-        with asyncio.Runner(loop_factory=self.main.config.get_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory(self.main.config)) as runner:
             runner.run(self.serve())
 
     def stop(self) -> None:
@@ -288,7 +288,7 @@ class GatewayServer:
             server.should_exit = True
 
     async def serve(self) -> None:
-        main_socket = self._sockets[0] if self._sockets else self.main.config.bind_socket()
+        main_socket = self._sockets[0] if self._sockets else bind_socket(self.main.config)
         self.port = main_socket.getsockname()[1]
         runs = [self.main.serve(sockets=[main_socket])]
         if self._redirect_port is not None:
@@ -300,7 +300,7 @@ class GatewayServer:
                 self._redirect_protocol,
             )
             redirect_socket = (
-                self._sockets[1] if len(self._sockets) > 1 else self.redirect.config.bind_socket()
+                self._sockets[1] if len(self._sockets) > 1 else bind_socket(self.redirect.config)
             )
             self.redirect_port = redirect_socket.getsockname()[1]
             runs.append(self.redirect.serve(sockets=[redirect_socket]))

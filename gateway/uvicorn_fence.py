@@ -2,7 +2,8 @@
 
 The server protocol (gateway.http_protocol) subclasses uvicorn's httptools protocol and
 reuses its flow control, framing tables and header checks; gateway.tls overrides
-`Server.capture_signals` and calls `Config.bind_socket` / `Config.get_loop_factory`.
+`Server.capture_signals` (PassiveServer) and calls `Config.bind_socket` and
+`Config.get_loop_factory` (bind_socket, loop_factory below).
 None of these is uvicorn's public API, so they are imported only here, and only from a
 uvicorn release the gateway was tested with (SUPPORTED). Any other version stops the
 import with one `UnsupportedUvicorn` line, which `memory-gateway` prints before exiting;
@@ -11,9 +12,11 @@ pyproject pins the same range.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
-from collections.abc import Generator
+import socket
+from collections.abc import Callable, Generator
 
 SUPPORTED = ((0, 54), (0, 55))  # [low, high): the releases tested with the fast path
 
@@ -43,6 +46,7 @@ def check_version(version: str) -> None:
 check_version(importlib.metadata.version("uvicorn"))
 
 # The internals, imported only after the check passed.
+from uvicorn.config import Config  # noqa: E402
 from uvicorn.protocols.http.flow_control import (  # noqa: E402
     HIGH_WATER_LIMIT,
     FlowControl,
@@ -65,8 +69,21 @@ __all__ = [
     "HttpToolsProtocol",
     "PassiveServer",
     "UnsupportedUvicorn",
+    "bind_socket",
     "check_version",
+    "loop_factory",
 ]
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """`Config.bind_socket()`: the listening socket, bound before serving (so the port
+    is known, and a second listener can be bound alongside)."""
+    return config.bind_socket()
+
+
+def loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """`Config.get_loop_factory()`: the event loop the configuration asks for."""
+    return config.get_loop_factory()
 
 
 class PassiveServer(Server):
