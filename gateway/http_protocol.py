@@ -52,6 +52,9 @@ MAX_HEAD_BYTES = EdgeLimits.max_head_bytes
 # Input is parsed this many bytes at a time, so a hold (see CorkedHttpToolsProtocol)
 # takes effect within a few dozen pipelined requests of a read, not 256 KiB of them.
 SLICE = 2048
+# Requests parsed from one read before the rest waits for the next loop turn, so a read
+# full of pipelined requests cannot keep the loop (and every other connection) waiting.
+REQUESTS_PER_TURN = 32
 
 
 class CorkedTransport(asyncio.Transport):
@@ -209,12 +212,14 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._held = False
         self._stash = b""
+        self._stash_at = 0  # where the unparsed part of _stash begins
         self._reading = True
         self._refused = False
         self._pump_scheduled = False
         self._in_body = False
         self._in_head = False
         self._hosts = 0
+        self._completed = 0
         self._head_bytes = 0
         self._frame_bytes = 0
         self._body_bytes = 0
@@ -251,25 +256,27 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused or self.transport.is_closing():
             return
-        if self._held:
-            self._stash += data  # at most a read or two: reading is paused
+        if self._held:  # at most a read or two more: reading is paused
+            self._stash, self._stash_at = self._stash[self._stash_at :] + data, 0
             self._sync_reading()
             return
         self._feed(data)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes, pos: int = 0) -> None:
         self._unset_keepalive_if_required()
-        limits, size, pos = self.limits, len(data), 0
+        limits, size = self.limits, len(data)
         transport, flow, pipeline = self.transport, self.flow, self.pipeline
+        turn_ends = self._completed + REQUESTS_PER_TURN
         while pos < size:
             if (
                 flow.write_paused
                 or len(pipeline) >= limits.max_pipelined
                 or transport.get_write_buffer_size() >= CORK_LIMIT
+                or self._completed >= turn_ends  # the rest in the next turn (_pump)
             ):
-                self._hold(data[pos:])
+                self._hold(data, pos)
                 return
-            piece = data if size <= SLICE else data[pos : pos + SLICE]
+            piece = data if pos == 0 and size <= SLICE else data[pos : pos + SLICE]
             pos += len(piece)
             in_body = self._in_body
             if in_body:
@@ -319,9 +326,9 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             or self.transport.get_write_buffer_size() >= CORK_LIMIT
         )
 
-    def _hold(self, rest: bytes) -> None:
+    def _hold(self, data: bytes, pos: int) -> None:
         self._held = True
-        self._stash = rest
+        self._stash, self._stash_at = data, pos  # not copied: sliced as it is parsed
         self._sync_reading()
         # Woken by on_response_complete or resume_writing; this first look also catches
         # a write buffer that drained into the socket without the transport pausing.
@@ -342,10 +349,10 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
                 self.loop.call_later(0.01, self._schedule_pump)
             return
         self._held = False
-        data, self._stash = self._stash, b""
+        data, pos, self._stash, self._stash_at = self._stash, self._stash_at, b"", 0
         self._sync_reading()
-        if data:
-            self._feed(data)
+        if pos < len(data):
+            self._feed(data, pos)
 
     def _sync_reading(self) -> None:
         paused = self.flow.read_paused or self._held
@@ -395,6 +402,7 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        self._completed += 1
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
