@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import trustme  # noqa: E402
 
+from bench import proxybound  # noqa: E402
 from bench.product import oauth_token, pinned, start_backend, start_gateway  # noqa: E402
 from tests.proxy.conftest import Server, free_port, wait_listening  # noqa: E402
 
@@ -65,9 +66,9 @@ PROXY_CPU, LOAD_CPU = "0", "1"
 
 def main() -> None:
     args = parse()
-    missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
+    missing = [tool for tool in ("nginx", "wrk", "haproxy") if shutil.which(tool) is None]
     if missing:
-        print(f"missing {', '.join(missing)}: apt-get install -y nginx-light wrk")
+        print(f"missing {', '.join(missing)}: apt-get install -y nginx-light wrk haproxy")
         sys.exit(2)
     load = os.getloadavg()
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
@@ -87,6 +88,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument(
+        "--proxy-bound-only", action="store_true", help="only the proxy-bound workloads"
+    )
+    parser.add_argument(
+        "--no-proxy-bound", action="store_true", help="skip the proxy-bound workloads"
+    )
     return parser.parse_args()
 
 
@@ -105,7 +112,15 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
     cert.private_key_pem.write_to_path(str(key_file))
     ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     servers: list[Server] = []
+    bound: dict[str, dict[str, list[dict]]] | None = None
     try:
+        if not args.no_proxy_bound:
+            bound = proxy_bound(tmp, args, proxy_cpu, load_cpu)
+            if args.proxy_bound_only:
+                print("\n| PERF.md target | measured | target |\n|---|---|---|")
+                for row in proxybound.targets_summary(bound):
+                    print("| " + " | ".join(row) + " |")
+                return
         backend = keep(servers, start_backend(load_cpu))
         es = keep(servers, start_gateway(backend.url, tmp, cpus=proxy_cpu))
         hs = keep(servers, start_gateway(backend.url, tmp, cpus=proxy_cpu, hs256=True))
@@ -147,9 +162,41 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
         )
         writer = oauth_token(es.url, "read write")
         streaming(backend, nginx, es, writer, args.streams)
-        summary(rounds, latency)
+        summary(rounds, latency, bound)
     finally:
         for server in reversed(servers):
+            server.stop()
+
+
+def proxy_bound(
+    tmp: Path,
+    args: argparse.Namespace,
+    proxy_cpu: str | None,
+    load_cpu: str | None,
+) -> dict[str, dict[str, list[dict]]]:
+    """The proxy-bound rows (bench/proxybound.py), their servers stopped afterwards."""
+    load = os.getloadavg()
+    started: list[Server] = []
+    try:
+        static = keep(started, proxybound.start_static(tmp, load_cpu))
+        gateway = keep(started, start_gateway(static.url, tmp, cpus=proxy_cpu))
+        token = oauth_token(gateway.url, "read")
+        nginx = keep(started, start_nginx(tmp, static.port, tls=None, cpus=proxy_cpu, name="bound"))
+        haproxy = keep(
+            started, proxybound.start_haproxy(tmp, gateway.url, token, static.port, proxy_cpu)
+        )
+        targets = {
+            "upstream direct": (static.url, static.proc.pid),
+            "nginx": (nginx.url, nginx.proc.pid),
+            "HAProxy+JWT": (haproxy.url, haproxy.proc.pid),
+            "gateway": (gateway.url, gateway.proc.pid),
+        }
+        proxybound.check_answers({name: url for name, (url, _) in targets.items()}, token)
+        results = proxybound.measure(targets, token, tmp, args, load_cpu)
+        proxybound.report(results, load)
+        return results
+    finally:
+        for server in reversed(started):
             server.stop()
 
 
@@ -162,9 +209,11 @@ def https(server: Server) -> str:
     return f"https://127.0.0.1:{server.port}"
 
 
-def start_nginx(tmp: Path, backend: int, tls: Path | None, cpus: str | None) -> Server:
+def start_nginx(
+    tmp: Path, backend: int, tls: Path | None, cpus: str | None, name: str | None = None
+) -> Server:
     port = free_port()
-    name = "tls" if tls else "plain"
+    name = name or ("tls" if tls else "plain")
     directory = tmp / f"nginx-{name}"
     directory.mkdir()
     ssl = (
@@ -220,10 +269,20 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def wrk(url: str, token: str, seconds: int, connections: int, cpus: str | None) -> dict:
+def wrk(
+    url: str,
+    token: str,
+    seconds: int,
+    connections: int,
+    cpus: str | None,
+    path: str = "/api/memories",
+    script: Path | None = None,
+) -> dict:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"Authorization: {token}"]
+    if script is not None:
+        command += ["-s", str(script)]
     out = subprocess.run(
-        pinned(cpus, [*command, f"{url}/api/memories"]), capture_output=True, text=True, check=False
+        pinned(cpus, [*command, f"{url}{path}"]), capture_output=True, text=True, check=False
     ).stdout
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     rps = float(found.group(1)) if found else 0.0
@@ -331,7 +390,11 @@ def median_of(rows: list[dict]) -> dict:
     return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
 
 
-def summary(rounds: dict[str, list[dict]], latency: dict[str, dict]) -> None:
+def summary(
+    rounds: dict[str, list[dict]],
+    latency: dict[str, dict],
+    bound: dict[str, dict[str, list[dict]]] | None = None,
+) -> None:
     nginx, gateway = latency["nginx"], latency["gateway ES256"]
     rows = [
         ("throughput, plain (ES256 JWT)", ratio(rounds, "gateway ES256", "nginx"), ">= 0.8 x"),
@@ -351,6 +414,8 @@ def summary(rounds: dict[str, list[dict]], latency: dict[str, dict]) -> None:
     for pct, target in (("p50", "<= +0.3 ms"), ("p99", "<= +2 ms")):
         added = gateway[f"{pct}_ms"] - nginx[f"{pct}_ms"]
         print(f"| added {pct} at {rate:,.0f} req/s | {added:+.3f} ms{note} | {target} |")
+    for row in proxybound.targets_summary(bound) if bound else []:
+        print("| " + " | ".join(row) + " |")
 
 
 def streaming(backend: Server, nginx: Server, gateway: Server, token: str, streams: int) -> None:
