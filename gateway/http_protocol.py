@@ -55,6 +55,10 @@ SLICE = 2048
 # Requests parsed from one read before the rest waits for the next loop turn, so a read
 # full of pipelined requests cannot keep the loop (and every other connection) waiting.
 REQUESTS_PER_TURN = 32
+# A request body up to this size, with a Content-Length, is read whole inside the
+# protocol and forwarded in one write with the head (no ASGI cycle); larger or chunked
+# bodies stream through the ASGI path. Below the JSON-RPC inspection cap (4 MiB).
+FAST_BODY_LIMIT = 256 * 1024
 
 
 class CorkedTransport(asyncio.Transport):
@@ -517,7 +521,8 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
 
 class ProxyHandler(Protocol):
-    """What the fast path calls: `gateway.proxy.ProxyApp.start`."""
+    """What the fast path calls: `gateway.proxy.ProxyApp.start` for a request without a
+    body; `begin` at the head and `finish` with the body for a small body."""
 
     def start(
         self,
@@ -529,6 +534,28 @@ class ProxyHandler(Protocol):
         found: Found,
         client: Client,
     ) -> None: ...
+
+    def begin(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[Header],
+        peer: str,
+        found: Found,
+        client: Client,
+    ) -> Any: ...
+
+    def finish(self, admitted: Any, body: bytes, client: Client) -> None: ...
+
+
+def small_body(found: Found, headers: list[Header]) -> bool:
+    """A body the fast path reads whole before forwarding: a Content-Length up to
+    FAST_BODY_LIMIT and no Transfer-Encoding (pure)."""
+    length = found.content_length
+    if length is None or len(length) > 7 or int(length) > FAST_BODY_LIMIT:
+        return False
+    return all(name != b"transfer-encoding" for name, _ in headers)
 
 
 def edge_protocol(
@@ -608,6 +635,9 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
                 if not found.has_body:
                     self._start_fast(parser.get_method(), url.path, url.query or b"", found)
                     return
+                if small_body(found, self.headers):
+                    self._start_fast(parser.get_method(), url.path, url.query or b"", found, True)
+                    return
         self._to_asgi()
 
     def _to_asgi(self) -> None:
@@ -617,7 +647,9 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
         self.scope["headers"] = headers
         HttpToolsProtocol.on_headers_complete(self)
 
-    def _start_fast(self, method: bytes, raw_path: bytes, query: bytes, found: Found) -> None:
+    def _start_fast(
+        self, method: bytes, raw_path: bytes, query: bytes, found: Found, body: bool = False
+    ) -> None:
         self._unset_keepalive_if_required()  # a pipelined request in the same read
         extra = self.server_state.default_headers
         if self.scheme == "https" and self._https_headers:
@@ -625,11 +657,47 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
         exchange = FastExchange(self, method == b"HEAD", self.parser.should_keep_alive(), extra)
         self.cycle = exchange  # type: ignore[assignment]
         client = self.client
+        peer = client[0] if client else ""
         try:
-            self._proxy.start(
-                method.decode("ascii"), raw_path, query, exchange.request_headers,
-                client[0] if client else "", found, exchange,
-            )  # fmt: skip
+            if body:  # admitted now (before the body, as on the ASGI path), finished below
+                exchange.pending = self._proxy.begin(
+                    method.decode("ascii"), raw_path, query, exchange.request_headers,
+                    peer, found, exchange,
+                )  # fmt: skip
+                exchange.more_body = exchange.pending is not None
+            else:
+                self._proxy.start(
+                    method.decode("ascii"), raw_path, query, exchange.request_headers,
+                    peer, found, exchange,
+                )  # fmt: skip
+        except Exception as exc:
+            exchange.fail(exc)
+
+    def _collecting(self) -> FastExchange | None:
+        """The fast exchange whose small body is being read, if any."""
+        cycle: Any = self.cycle
+        return cycle if cycle.__class__ is FastExchange and cycle.pending is not None else None
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self._collecting()
+        if exchange is None:
+            super().on_body(body)
+        else:
+            self._body_bytes += len(body)  # as CorkedHttpToolsProtocol.on_body counts
+            exchange.parts.append(body)  # FAST_BODY_LIMIT bytes in all, at most
+
+    def on_message_complete(self) -> None:
+        exchange = self._collecting()
+        super().on_message_complete()
+        if exchange is None:
+            return
+        admitted, exchange.pending = exchange.pending, None
+        parts, exchange.parts = exchange.parts, []
+        exchange.more_body = False
+        if exchange.disconnected or exchange.response_complete:
+            return
+        try:
+            self._proxy.finish(admitted, parts[0] if len(parts) == 1 else b"".join(parts), exchange)
         except Exception as exc:
             exchange.fail(exc)
 
@@ -653,6 +721,8 @@ class FastExchange:
         "keep_alive",
         "message_event",
         "more_body",
+        "parts",
+        "pending",
         "protocol",
         "request_headers",
         "response_complete",
@@ -673,6 +743,8 @@ class FastExchange:
         self.chunked = False
         self.more_body = False
         self.body = bytearray()
+        self.parts: list[bytes] = []  # a small body being read (`pending` is set)
+        self.pending: Any = None  # ProxyHandler.begin's answer until the body is whole
         self.message_event = self
         self.gone: asyncio.Future[None] | None = None
         self.gone_callback: Callable[[], None] | None = None
@@ -733,7 +805,8 @@ class FastExchange:
         self.respond(500, headers, b"Internal Server Error")
 
     async def receive(self) -> dict[str, Any]:
-        """The request has no body: receive() only ever reports the disconnect."""
+        """The request's body, if any, is already in hand: receive() only ever reports
+        the disconnect."""
         if not self.disconnected and not self.response_complete:
             gone = self.gone
             if gone is None or gone.done():

@@ -18,12 +18,14 @@ from uvicorn.server import ServerState
 
 from gateway.http_protocol import (
     CORK_LIMIT,
+    FAST_BODY_LIMIT,
     MAX_HEAD_BYTES,
     CorkedHttpToolsProtocol,
     CorkedTransport,
     fast_proxy_protocol,
+    small_body,
 )
-from gateway.proxy.app import Found
+from gateway.proxy.app import Found, scan
 from gateway.proxy.forward import Client
 from gateway.tls import GatewayServer
 
@@ -379,12 +381,37 @@ class TLSRecordingTransport(RecordingTransport):
 
 
 class FakeProxy:
-    """Records each fast-path request; `answer` decides what to do with its client."""
+    """Records each fast-path request; `answer` decides what to do with its client.
+    A request with a small body: `admit` decides at the head (True: wait for the body,
+    else it answered), then `answer` once the body is in hand (`bodies`)."""
 
-    def __init__(self, answer: Callable[[Client], None]) -> None:
+    def __init__(
+        self, answer: Callable[[Client], None], admit: Callable[[Client], bool] = lambda c: True
+    ) -> None:
         self.answer = answer
+        self.admit = admit
         self.requests: list[tuple[str, bytes, bytes, str, bool]] = []
         self.clients: list[Client] = []
+        self.bodies: list[bytes] = []
+
+    def begin(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        peer: str,
+        found: Found,
+        client: Client,
+    ) -> object | None:
+        self.requests.append((method, raw_path, query, peer, found.authorization is not None))
+        self.clients.append(client)
+        return len(self.requests) if self.admit(client) else None
+
+    def finish(self, admitted: object, body: bytes, client: Client) -> None:
+        assert admitted == len(self.requests)
+        self.bodies.append(body)
+        self.answer(client)
 
     def start(
         self,
@@ -460,7 +487,9 @@ async def test_bodyless_proxied_request_is_answered_in_the_protocol_in_one_write
     "request_bytes",
     [
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",  # a route the proxy does not serve
-        b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",  # a body
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (FAST_BODY_LIMIT + 1)
+        + b"x" * (FAST_BODY_LIMIT + 1),  # a body over the limit streams
         b"POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
         b"GET /api/memories HTTP/1.0\r\nHost: x\r\n\r\n",
         b"GET /api/memories HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
@@ -561,3 +590,95 @@ async def test_hsts_is_added_on_tls_connections_only() -> None:
     )
     assert b"strict-transport-security" not in plain.writes[0]
     assert b"strict-transport-security: max-age=31536000\r\n" in tls.writes[0]
+
+
+# Small bodies with a Content-Length: admitted at the head, forwarded with the whole body.
+
+POST = (
+    b"POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+)
+
+
+@pytest.mark.anyio
+async def test_small_body_is_read_in_the_protocol_and_answered_in_one_write() -> None:
+    proxy = FakeProxy(small_reply)
+    protocol, transport = await fast_connection(proxy, POST)
+    assert proxy.requests == [("POST", b"/mcp", b"", LOOPBACK, True)]
+    assert proxy.bodies == [b"{}"]
+    assert asgi_calls == []
+    assert len(transport.writes) == 1
+    assert transport.writes[0].endswith(b"\r\n\r\n" + SMALL)
+    assert not transport.closed
+    assert protocol.cycle.response_complete
+
+
+@pytest.mark.anyio
+async def test_body_in_several_reads_is_admitted_at_the_head_and_finished_whole() -> None:
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}' * 2000  # ~100 KB
+    head = b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    proxy = FakeProxy(small_reply)
+    protocol, transport = await fast_connection(proxy, head + body[:10])
+    assert len(proxy.requests) == 1  # admitted before the body arrived
+    assert proxy.bodies == []
+    assert transport.writes == []
+    for start in range(10, len(body), 16384):
+        protocol.data_received(body[start : start + 16384])
+    assert proxy.bodies == [body]
+    await asyncio.sleep(0.005)  # the cork flushes in the next loop turn
+    assert b"".join(transport.writes).endswith(SMALL)
+    assert asgi_calls == []
+
+
+@pytest.mark.anyio
+async def test_refused_at_the_head_the_body_is_skipped_and_the_connection_kept() -> None:
+    def deny(client: Client) -> bool:
+        client.respond(401, [(b"content-length", b"6")], b"denied")
+        return False
+
+    proxy = FakeProxy(small_reply, admit=deny)
+    head, body = POST.split(b"\r\n\r\n")
+    protocol, transport = await fast_connection(proxy, head + b"\r\n\r\n")
+    assert transport.writes[0].startswith(b"HTTP/1.1 401 ")  # before the body was sent
+    protocol.data_received(body + GET)  # the body, then the next request on the connection
+    for _ in range(5):
+        await asyncio.sleep(0.005)
+    assert proxy.bodies == []
+    assert len(proxy.requests) == 2
+    assert b"".join(transport.writes).endswith(SMALL)
+    assert not transport.closed
+
+
+@pytest.mark.anyio
+async def test_client_leaving_mid_body_forwards_nothing() -> None:
+    proxy = FakeProxy(small_reply)
+    protocol, transport = await fast_connection(proxy, POST[:-1])
+    protocol.connection_lost(None)
+    assert proxy.bodies == []
+    assert transport.writes == []
+
+
+@pytest.mark.anyio
+async def test_pipelined_small_bodies_are_answered_in_order() -> None:
+    proxy = FakeProxy(lambda client: None)  # the upstream has not answered yet
+    _, transport = await fast_connection(proxy, POST + POST.replace(b"{}", b"[]"))
+    assert proxy.bodies == [b"{}"]
+    assert asgi_calls == []  # the second waits (uvicorn's pipeline) behind the first
+    proxy.clients[0].respond(200, [(b"content-length", b"5")], b"first")
+    for _ in range(5):
+        await asyncio.sleep(0.005)
+    data = b"".join(transport.writes)
+    assert data.index(b"first") < data.index(SMALL)
+    assert asgi_calls == ["POST /mcp"]
+
+
+def test_small_body_rule() -> None:
+    def rule(*headers: tuple[bytes, bytes]) -> bool:
+        return small_body(scan(list(headers)), list(headers))
+
+    assert rule((b"content-length", b"2"))
+    assert rule((b"content-length", b"%d" % FAST_BODY_LIMIT))
+    assert not rule((b"content-length", b"%d" % (FAST_BODY_LIMIT + 1)))
+    assert not rule((b"content-length", b"99999999999999999999"))
+    assert not rule((b"transfer-encoding", b"chunked"))
+    assert not rule((b"content-length", b"2"), (b"transfer-encoding", b"chunked"))

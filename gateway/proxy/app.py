@@ -3,9 +3,10 @@
 canonical path (P2) → policy → authenticate → scopes (D6) → JSON-RPC tool scopes for
 /mcp → strip + inject headers (P1, P6, J3) → stream to the upstream (P3, P4).
 
-Two entries share these steps (`_admit`, `_outgoing`): the ASGI app (`__call__`) and
-`start`, which the server protocol's fast path calls for a request without a body
-(gateway.http_protocol.fast_proxy_protocol).
+Two entries share these steps (`_admit`, `_check_tools`, `_outgoing`): the ASGI app
+(`__call__`) and the server protocol's fast path (gateway.http_protocol.fast_proxy_protocol),
+which calls `start` for a request without a body, and `begin` at the head and `finish`
+with the body in hand for one with a small body of known length.
 """
 
 from __future__ import annotations
@@ -147,17 +148,62 @@ class ProxyApp:
         """The server protocol's fast path (gateway.http_protocol): the same pipeline
         for a request without a body (`found = scan(headers)`, `found.has_body` false),
         answered through `client`, the exchange started by `Forwarder.start`."""
+        admitted = self.begin(method, raw_path, query, headers, peer, found, client)
+        if admitted is not None:
+            self.finish(admitted, b"", client)
+
+    def begin(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[Header],
+        peer: str,
+        found: Found,
+        client: Client,
+    ) -> Admitted | None:
+        """The fast path's admission, for a request without a body (`start`) or one whose
+        small body (`found.content_length` bytes, gateway.http_protocol) is still to
+        come: the same steps as the ASGI entry up to the body, at the same moment
+        (before it is read). Answers `client` and returns None when the request stops
+        here (foreign Origin, preflight, 400, 401, 403); else `finish` is called with the
+        body once it is in hand."""
         request = _Request(method, raw_path, query, headers, peer, found)
         if found.origin is not None and not self.origins.allows(found.origin):
             client.respond(*_foreign_origin())
-            return
+            return None
         cors_headers = cors.response_headers(found.origin)
         if (preflight := _preflight(request)) is not None:
             client.respond(*preflight)
-            return
+            return None
         try:
-            path, _, principal = self._admit(request)
-            outgoing = self._outgoing(request, path, principal, b"", cors_headers)
+            if found.has_body and method in BODYLESS_METHODS:
+                raise InvalidRequest(f"a {method} request must not have a body")
+            path, decision, principal = self._admit(request)
+        except Denied as denied:
+            client.respond(*raw_answer(denied.reply, cors_headers))
+            return None
+        except OAuthError as exc:
+            client.respond(*error_answer(exc, cors_headers))
+            return None
+        return Admitted(request, path, decision, principal, cors_headers)
+
+    def finish(self, admitted: Admitted, body: bytes, client: Client) -> None:
+        """The rest of the pipeline for an admitted request and its whole body: the
+        JSON-RPC tool scopes on the bytes in hand (once), then the exchange."""
+        request, decision, principal = admitted.request, admitted.decision, admitted.principal
+        cors_headers = admitted.cors_headers
+        try:
+            if (
+                decision.inspect_jsonrpc
+                and request.found.has_body
+                and request.method == "POST"
+                and principal is not None
+            ):
+                if len(body) > self.max_inspected_body:
+                    raise PayloadTooLarge("the JSON-RPC request body is too large")
+                self._check_tools(decision, principal, body)
+            outgoing = self._outgoing(request, admitted.path, principal, body, cors_headers)
         except Denied as denied:
             client.respond(*raw_answer(denied.reply, cors_headers))
             return
@@ -326,6 +372,26 @@ def _foreign_origin() -> Answer:
     """403 for a browser origin that may not call the proxied routes (MCP transport:
     servers MUST validate Origin); no CORS headers, so the page cannot read it."""
     return error_answer(AccessDenied("this Origin may not call the gateway"), [])
+
+
+class Admitted:
+    """A fast-path request that passed admission, waiting for its body (`begin`)."""
+
+    __slots__ = ("cors_headers", "decision", "path", "principal", "request")
+
+    def __init__(
+        self,
+        request: _Request,
+        path: str,
+        decision: Decision,
+        principal: Principal | None,
+        cors_headers: list[Header],
+    ) -> None:
+        self.request = request
+        self.path = path
+        self.decision = decision
+        self.principal = principal
+        self.cors_headers = cors_headers
 
 
 class _Request:

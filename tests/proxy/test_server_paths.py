@@ -3,6 +3,7 @@ the `gateway` fixture): HTTP behaviour a client sees at the connection level."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 
@@ -10,6 +11,7 @@ import httptools
 import httpx
 import pytest
 
+from gateway.http_protocol import FAST_BODY_LIMIT
 from tests.proxy.conftest import Server, bearer
 
 
@@ -200,3 +202,100 @@ def test_content_length_is_forwarded_in_canonical_form(gateway: Server, upstream
         body = b"".join(parts)
     echoed = dict(json.loads(body)["headers"])
     assert echoed["content-length"] == "2"
+
+
+# Request bodies: small ones with a Content-Length are read whole inside the protocol on
+# the fast path, larger or chunked ones stream; the same answers either way.
+
+
+def post(path: str, token: str | None, body: bytes, extra: bytes = b"") -> bytes:
+    auth = b"Authorization: %s\r\n" % token.encode() if token else b""
+    return (
+        b"POST %s HTTP/1.1\r\nHost: x\r\n%s%sContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), auth, extra, len(body), body)
+    )
+
+
+def tool_call(name: str, request_id: int = 1) -> dict[str, object]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name}}
+
+
+@pytest.mark.parametrize("size", [1, 1000, FAST_BODY_LIMIT, FAST_BODY_LIMIT + 1])
+def test_request_body_reaches_the_upstream_whole(client: httpx.Client, size: int) -> None:
+    body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+    response = client.post("/api/memories", content=body, headers=bearer("write"))
+    assert response.status_code == 200
+    seen = response.json()
+    assert seen["body_size"] == size
+    assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+    lengths = [v for k, v in seen["headers"] if k == "content-length"]
+    assert lengths == [str(size)]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b"{not json", 400, "invalid_request"),
+        (b"[]", 400, "invalid_request"),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}', 400, None),
+        (json.dumps([tool_call("retrieve_memory"), tool_call("store_memory", 2)]).encode(), 403,
+         "insufficient_scope"),
+    ],
+)  # fmt: skip
+def test_jsonrpc_refusals_are_the_same_on_both_paths(
+    client: httpx.Client, body: bytes, status: int, error: str | None
+) -> None:
+    response = client.post("/mcp", content=body, headers=bearer("read"))
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == (error or "invalid_request")
+
+
+def test_unauthenticated_post_is_answered_before_its_body_is_sent(gateway: Server) -> None:
+    body = json.dumps(tool_call("retrieve_memory")).encode()
+    head, _, rest = post("/mcp", None, body).partition(b"\r\n\r\n")
+    parsed = Responses()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n\r\n")
+        while not parsed.done:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            parsed.parser.feed_data(chunk)
+        assert parsed.done[0][0] == 401
+        # The unread body is skipped and the connection serves the next request.
+        sock.sendall(rest + get("/api/memories", bearer("read")["Authorization"]))
+        while len(parsed.done) < 2:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            parsed.parser.feed_data(chunk)
+    assert parsed.done[1][0] == 200
+
+
+def test_pipelined_posts_with_bodies_are_answered_in_order(gateway: Server) -> None:
+    token = bearer("read", "write")["Authorization"]
+    sent = b"".join(
+        post(f"/mcp?n={n}", token, json.dumps(tool_call("store_memory", n)).encode())
+        for n in range(3)
+    )
+    sent += post("/mcp?n=3", token, b"{broken")
+    sent += get("/api/memories?n=4", token)
+    answered = raw_exchange(gateway.port, sent, 5)
+    assert [status for status, _ in answered] == [200, 200, 200, 400, 200]
+    assert [json.loads(body)["query"] for _, body in answered[:3]] == ["n=0", "n=1", "n=2"]
+    assert json.loads(answered[4][1])["query"] == "n=4"
+
+
+def test_body_split_across_many_writes_is_forwarded_whole(gateway: Server) -> None:
+    token = bearer("read")["Authorization"]
+    body = json.dumps({"query": "x" * 50_000}).encode()
+    data = post("/api/search", token, body)
+    parsed = Responses()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        for start in range(0, len(data), 7000):
+            sock.sendall(data[start : start + 7000])
+        while not parsed.done:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            parsed.parser.feed_data(chunk)
+    [(status, answer)] = parsed.done
+    assert status == 200
+    assert json.loads(answer)["body_sha256"] == hashlib.sha256(body).hexdigest()

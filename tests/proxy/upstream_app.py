@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import sys
 import time
@@ -42,9 +43,11 @@ async def start(
 
 async def echo(scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
     size = 0
+    digest = hashlib.sha256()
     while True:
         message = await receive()
         size += len(message.get("body", b""))
+        digest.update(message.get("body", b""))
         if not message.get("more_body"):
             break
     body = json.dumps(
@@ -55,6 +58,7 @@ async def echo(scope: Scope, receive: Receive, send: Send, query: dict[str, str]
             "query": scope["query_string"].decode("latin-1"),
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
             "body_size": size,
+            "body_sha256": digest.hexdigest(),
         }
     ).encode()
     await start(
