@@ -673,23 +673,18 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
         except Exception as exc:
             exchange.fail(exc)
 
-    def _collecting(self) -> FastExchange | None:
-        """The fast exchange whose small body is being read, if any."""
-        cycle: Any = self.cycle
-        return cycle if cycle.__class__ is FastExchange and cycle.pending is not None else None
-
     def on_body(self, body: bytes) -> None:
-        exchange = self._collecting()
-        if exchange is None:
-            super().on_body(body)
-        else:
+        exchange: Any = self.cycle
+        if exchange.__class__ is FastExchange and exchange.pending is not None:
             self._body_bytes += len(body)  # as CorkedHttpToolsProtocol.on_body counts
             exchange.parts.append(body)  # FAST_BODY_LIMIT bytes in all, at most
+        else:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
-        exchange = self._collecting()
+        exchange: Any = self.cycle
         super().on_message_complete()
-        if exchange is None:
+        if exchange.__class__ is not FastExchange or exchange.pending is None:
             return
         admitted, exchange.pending = exchange.pending, None
         parts, exchange.parts = exchange.parts, []
