@@ -254,7 +254,8 @@ def measure(
     cpus: str | None,
 ) -> dict[str, dict[str, list[dict]]]:
     """workload -> target -> rounds; interleaved: each round runs every workload on every
-    target once, so drift (other work on the machine) hits all of them alike."""
+    target once, so drift (other work on the machine) hits all of them alike; the
+    per-round ratios pair runs made seconds apart."""
     from bench.run import cpu_seconds, wrk
 
     duration: int = getattr(args, "duration", 5)
@@ -265,8 +266,11 @@ def measure(
     for url, _ in targets.values():  # warm-up
         wrk(url, token, 1, connections, cpus)
     for number in range(rounds):
+        # Every other round in reverse order, so no target always runs right after
+        # another (load that rises or falls within a round hits each alike).
+        order = list(targets.items()) if number % 2 == 0 else list(targets.items())[::-1]
         for workload, (path, _) in WORKLOADS.items():
-            for name, (url, pid) in targets.items():
+            for name, (url, pid) in order:
                 before = cpu_seconds(pid)
                 result = wrk(url, token, duration, connections, cpus, path, scripts[workload])
                 used = cpu_seconds(pid) - before
