@@ -6,9 +6,10 @@ rest through ASGI. Both are observed from the outside, without hooks in the prot
 
 - `ObservedApp` wraps the ASGI application: it sees the request head, every `send`
   message (status, content type, body sizes) and when the call returns;
-- `ObservedProxy` stands in for the ProxyApp that the fast path calls and hands the
-  pipeline an `ObservedClient`, which sees `respond`, `relay` (the coroutine path the
-  exchange may continue on) and the client leaving while the upstream is awaited;
+- `ObservedProxy` stands in for the ProxyApp that the fast path calls (`start`, and
+  `begin`/`finish` for a small body) and hands the pipeline an `ObservedClient`, which
+  sees `respond`, `relay` (the coroutine path the exchange may continue on) and the
+  client leaving while its body or the upstream is awaited;
 - `ObservedForwarder` (the ProxyApp's forwarder) learns what the pipeline decided:
   the request id, client id and subject it injected, and when forwarding began;
 - `ObservedAuthenticator` counts refused credentials by reason.
@@ -337,7 +338,7 @@ class ObservedClient:
 
 
 class ObservedProxy:
-    """What the fast path calls instead of `ProxyApp.start` (same signature)."""
+    """What the fast path calls instead of `ProxyApp.start`, `begin` and `finish`."""
 
     def __init__(self, proxy: Any, observer: Observer) -> None:
         self.proxy = proxy
@@ -355,6 +356,37 @@ class ObservedProxy:
             exchange.status = exchange.status or 500
             self.observer.end(exchange)
             raise
+
+    def begin(self, method: str, raw_path: bytes, query: bytes, headers: list[Header],
+              peer: str, found: Any, client: Client) -> Any:  # fmt: skip
+        """`ProxyApp.begin` (a small body still to come), observed; a client that leaves
+        before its body is whole ends the record (499)."""
+        exchange = self.observer.begin(method, raw_path.decode("latin-1"), peer)
+        observed = ObservedClient(client, exchange, self.observer)
+        try:
+            admitted = self.proxy.begin(method, raw_path, query, headers, peer, found, observed)
+        except Exception:
+            exchange.status = exchange.status or 500
+            self.observer.end(exchange)
+            raise
+        if admitted is None:
+            return None
+        observed.on_gone(_nothing)
+        return admitted, observed
+
+    def finish(self, pending: Any, body: bytes, client: Client) -> None:
+        admitted, observed = pending
+        observed.on_gone(None)
+        try:
+            self.proxy.finish(admitted, body, observed)
+        except Exception:
+            observed.exchange.status = observed.exchange.status or 500
+            self.observer.end(observed.exchange)
+            raise
+
+
+def _nothing() -> None:
+    return None
 
 
 class ObservedForwarder:
