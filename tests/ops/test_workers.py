@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,14 +41,19 @@ def workers(request: pytest.FixtureRequest, tmp_path: Path, upstream: Server) ->
         gw.stop()
 
 
-def served_by(gateway: Gateway, http: httpx.Client, seen: int) -> tuple[int, int]:
-    """Send a probe on `http`'s connection; (worker pid that served it, probes seen)."""
-    assert http.get("/healthz").status_code == 200
-    deadline = time.monotonic() + 5
+def served_by(gateway: Gateway, http: httpx.Client) -> int:
+    """Send a probe on `http`'s connection; the worker pid that served it.
+
+    The probe's path is unique, so its request-log line is found whichever worker's log
+    buffer is flushed first (each worker flushes its own, on its own schedule).
+    """
+    path = f"/probe-{uuid.uuid4().hex}"
+    assert http.get(path).status_code < 500
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        probes = [line for line in gateway.request_lines(0.05) if line["path"] == "/healthz"]
-        if len(probes) > seen:
-            return int(str(probes[-1]["pid"])), len(probes)
+        for line in gateway.request_lines(0.05):
+            if line["path"] == path:
+                return int(str(line["pid"]))
         time.sleep(0.05)
     raise AssertionError("the probe was not logged")
 
@@ -57,7 +63,6 @@ class Connections:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.seen = len([li for li in gateway.request_lines() if li["path"] == "/healthz"])
         self.pinned: dict[int, httpx.Client] = {}
 
     def to(
@@ -65,7 +70,7 @@ class Connections:
     ) -> tuple[int, httpx.Client]:
         for _ in range(60):
             http = httpx.Client(base_url=self.gateway.url, timeout=10)
-            worker, self.seen = served_by(self.gateway, http, self.seen)
+            worker = served_by(self.gateway, http)
             if (pid is None or worker == pid) and worker != other_than:
                 self.pinned[worker] = http
                 return worker, http
