@@ -18,15 +18,15 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Authenticator, Challenges
-from gateway.http_protocol import ProxyHandler
-from gateway.oauth import keys
-from gateway.oauth.server import (
+from gateway.authserver import (
     AuthorizationServer,
     ClientResolver,
     Store,
     build_authorization_server,
     is_authorization_path,
 )
+from gateway.http_protocol import ProxyHandler
+from gateway.oauth import keys
 from gateway.oauth.tokens import AccessToken, TokenService
 from gateway.observability.exchange import (
     ObservedApp,

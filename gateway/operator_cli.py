@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 from gateway.oauth.revocation import RevocationCache, Revoker
 from gateway.settings import Settings
-from gateway.store.base import ClientEntry, Grant, InventoryStore, Store, open_store
+from gateway.store.base import ClientEntry, Grant, InventoryStore, Store
+from gateway.store.factory import open_store
 
 LIST_LIMIT = 10_000
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from gateway.errors import InvalidRequest
-from gateway.oauth.models import RESOURCE_SCOPES, SUPPORTED_SCOPES
+from gateway.models import RESOURCE_SCOPES, SUPPORTED_SCOPES
 from gateway.settings import Settings
 from gateway.tools import ToolCatalog
 

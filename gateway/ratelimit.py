@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from gateway.errors import TooManyRequests
-from gateway.proxy.headers import Network, is_trusted
+from gateway.net import Network, is_trusted
 from gateway.store.base import CounterStore
 
 WINDOW_SECONDS = 60

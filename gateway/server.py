@@ -14,10 +14,10 @@ from starlette.types import ASGIApp
 from gateway.app import Gateway, create_app
 from gateway.edge import ConnectionLimiter, EdgeLimits
 from gateway.http_protocol import CorkedHttpToolsProtocol, edge_protocol, fast_proxy_protocol
+from gateway.net import is_trusted, parse_networks
 from gateway.observability.connections import observed_protocol
 from gateway.observability.listener import MetricsListener
 from gateway.observability.multiprocess import in_worker_pool, leave_with_supervisor
-from gateway.proxy.headers import is_trusted, parse_networks
 from gateway.ratelimit import limit_key
 from gateway.settings import Settings
 from gateway.tls import HSTSMiddleware, ReloadingTLS, serve_uvicorn

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from gateway.errors import InvalidRequest, UnauthorizedClient, UnsupportedResponseType
-from gateway.oauth.models import Client
+from gateway.models import Client
 from gateway.oauth.pkce import validate_challenge
 from gateway.oauth.redirects import find_redirect
 from gateway.oauth.resource import resolve_resource

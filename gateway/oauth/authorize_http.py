@@ -9,13 +9,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from gateway.errors import AccessDenied, InvalidRequest, OAuthError
+from gateway.models import Client
 from gateway.oauth.audit import audit, log_refusal, peer
 from gateway.oauth.authorize import choose_redirect, new_code, redirect_url, validate_authorization
 from gateway.oauth.consent import consent_page, error_page
 from gateway.oauth.context import Context
 from gateway.oauth.dcr import same_secret
 from gateway.oauth.forms import single_params
-from gateway.oauth.models import Client
 from gateway.oauth.redirects import is_loopback, redirect_host
 from gateway.store.base import PendingConsent, hash_secret
 

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 from urllib.parse import unquote_plus
 
 from gateway.errors import InvalidClient, InvalidRequest
-from gateway.oauth.models import Client
+from gateway.models import Client
 from gateway.store.base import hash_secret
 
 Method = Literal["client_secret_basic", "client_secret_post", "none"]

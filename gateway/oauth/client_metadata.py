@@ -58,8 +58,8 @@ import anyio
 import httpx
 
 from gateway.errors import InvalidClient, InvalidRedirectUri
+from gateway.models import SUPPORTED_SCOPES, Client
 from gateway.netguard import BlockedAddressError, GuardedTransport, host_problem
-from gateway.oauth.models import SUPPORTED_SCOPES, Client
 from gateway.oauth.redirects import validate_redirect_uri
 from gateway.settings import SettingsError
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 
+from gateway.models import Client
+from gateway.net import Network
 from gateway.oauth import client_auth
 from gateway.oauth.forms import read_form
-from gateway.oauth.models import Client
 from gateway.oauth.revocation import RevocationCache, Revoker
 from gateway.oauth.tokens import TokenService
-from gateway.proxy.headers import Network
 from gateway.ratelimit import RateLimiter, client_address
 from gateway.settings import Settings
 from gateway.store.base import Store

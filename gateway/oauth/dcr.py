@@ -28,10 +28,10 @@ from gateway.errors import (
     NotFound,
     TemporarilyUnavailable,
 )
+from gateway.models import Client
 from gateway.oauth.audit import audit, peer
 from gateway.oauth.context import Context
 from gateway.oauth.forms import read_json_object
-from gateway.oauth.models import Client
 from gateway.oauth.registration import client_document, client_from_metadata
 from gateway.store.base import hash_secret
 

@@ -5,7 +5,7 @@ Built once at start-up as plain dicts; optional fields are omitted, never null.
 
 from __future__ import annotations
 
-from gateway.oauth.models import RESOURCE_SCOPES, SUPPORTED_SCOPES
+from gateway.models import RESOURCE_SCOPES, SUPPORTED_SCOPES
 from gateway.settings import Settings
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]

@@ -15,8 +15,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import InvalidGrant
+from gateway.models import Client
 from gateway.oauth.audit import audit
-from gateway.oauth.models import Client
 from gateway.oauth.revocation import Revoker
 from gateway.store.base import RefreshStore, RefreshToken, hash_secret
 

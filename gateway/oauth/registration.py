@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from gateway.errors import InvalidClientMetadata, InvalidRedirectUri, InvalidScope
-from gateway.oauth.models import AuthMethod, Client
+from gateway.models import AuthMethod, Client
 from gateway.oauth.redirects import validate_redirect_uri
 from gateway.oauth.scopes import format_scope, parse_scope
 

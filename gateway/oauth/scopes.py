@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.errors import InvalidScope
-from gateway.oauth.models import SUPPORTED_SCOPES
+from gateway.models import SUPPORTED_SCOPES
 
 # Grantable in a delegated grant only when the client's registration holds it; open
 # registration never does (see registration.py).

@@ -16,10 +16,10 @@ from gateway.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from gateway.models import Client
 from gateway.oauth import refresh
 from gateway.oauth.audit import audit
 from gateway.oauth.context import Context
-from gateway.oauth.models import Client
 from gateway.oauth.pkce import verifier_matches
 from gateway.oauth.resource import resolve_resource
 from gateway.oauth.scopes import format_scope, grant_scopes, narrow_scopes, parse_scope

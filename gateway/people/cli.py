@@ -19,7 +19,7 @@ import time
 from gateway.oauth.revocation import RevocationCache, Revoker
 from gateway.people.flow import list_grants, revoke_grant
 from gateway.settings import Settings
-from gateway.store.base import open_store
+from gateway.store.factory import open_store
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

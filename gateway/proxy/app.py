@@ -24,6 +24,7 @@ from gateway.errors import (
     PayloadTooLarge,
     TooManyRequests,
 )
+from gateway.net import is_trusted, parse_networks
 from gateway.origins import OriginPolicy
 from gateway.principal import Principal
 from gateway.proxy.errors import ClientGone
@@ -32,8 +33,6 @@ from gateway.proxy.headers import (
     Forwarding,
     IdentityCache,
     RequestIds,
-    is_trusted,
-    parse_networks,
     request_headers,
 )
 from gateway.proxy.paths import canonical_path

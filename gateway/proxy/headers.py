@@ -16,7 +16,6 @@ a fresh random id.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import os
 import re
@@ -27,7 +26,6 @@ from urllib.parse import quote
 from gateway.principal import Principal
 
 Header = tuple[bytes, bytes]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # One C-level call: lower-case and map '_' and '.' to '-'.
 _FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_.", b"abcdefghijklmnopqrstuvwxyz--")
@@ -238,20 +236,6 @@ class IdentityCache:
                 self._built.clear()
             built = self._built[principal] = identity_headers(principal)
         return built
-
-
-def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(value, strict=False) for value in values)
-
-
-def is_trusted(peer: str, networks: tuple[Network, ...]) -> bool:
-    if not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 def _named_in_connection(headers: list[Header]) -> frozenset[bytes]:

@@ -7,8 +7,9 @@ RevocationStore    revoked access-token ids and families, read by the hot-path c
 ConsentStore       pending consent requests, taken once
 CounterStore       fixed-window counters for rate limiting
 
-`Store` is the aggregate the authorization server is built with. Two implementations:
-`memory.MemoryStore` (tests, single process) and `sqlite.SqliteStore` (default).
+`Store` is the aggregate the authorization server is built with. Three implementations,
+chosen by `factory.open_store` from the storage URL: `memory.MemoryStore` (tests, single
+process), `sqlite.SqliteStore` (default) and `redis.RedisStore` (replicas sharing state).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from gateway.store.base import (
     RevocationStore,
     Store,
     hash_secret,
-    open_store,
 )
+from gateway.store.factory import open_store
 
 __all__ = [
     "AuthorizationCode",

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
-from gateway.oauth.models import Client
+from gateway.models import Client
 
 RevocationKind = Literal["jti", "family", "client"]
 RotationOutcome = Literal["rotated", "grace", "replayed", "unknown"]
@@ -220,23 +220,6 @@ class Store(
     async def prune(self, now: float) -> None:
         """Drop expired codes, tokens, revocations, consents and counters."""
         ...
-
-
-def open_store(url: str) -> Store:
-    """A store for `sqlite:///path`, `redis://...`, `rediss://...` or `memory://`."""
-    if url.startswith(("redis://", "rediss://")):
-        from gateway.store.redis import RedisStore
-
-        return RedisStore(url)
-    if url.startswith("sqlite:///"):
-        from gateway.store.sqlite import SqliteStore
-
-        return SqliteStore(url.removeprefix("sqlite:///"))
-    if url in {"memory://", "memory"}:
-        from gateway.store.memory import MemoryStore
-
-        return MemoryStore()
-    raise ValueError(f"unsupported OAuth storage URL {url.split(':', 1)[0]!r}")
 
 
 def client_to_json(client: Client) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from gateway.oauth.models import Client
+from gateway.models import Client
 from gateway.store.base import (
     CODE_REPLAY_MEMORY,
     MAX_GRACE_SECONDS,

@@ -50,7 +50,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.oauth.models import Client
+from gateway.models import Client
 from gateway.store.base import (
     CODE_REPLAY_MEMORY,
     MAX_GRACE_SECONDS,

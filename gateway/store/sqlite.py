@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.oauth.models import Client
+from gateway.models import Client
 from gateway.store.base import (
     CODE_REPLAY_MEMORY,
     MAX_GRACE_SECONDS,

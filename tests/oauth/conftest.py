@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from gateway.authserver import AuthorizationServer, build_authorization_server
 from gateway.oauth.keys import hs256_ring, load_or_create
-from gateway.oauth.server import AuthorizationServer, build_authorization_server
 from gateway.oauth.tokens import TokenService
 from gateway.settings import Settings
 from gateway.store.base import Store

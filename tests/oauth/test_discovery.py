@@ -7,7 +7,7 @@ from typing import Any
 import jwt
 import pytest
 
-from gateway.oauth.server import is_authorization_path
+from gateway.authserver import is_authorization_path
 from tests.oauth.conftest import ISSUER, Harness
 
 pytestmark = pytest.mark.anyio

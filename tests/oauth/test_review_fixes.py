@@ -14,12 +14,12 @@ import pytest
 
 from gateway.auth import Authenticator
 from gateway.errors import InvalidClient, TemporarilyUnavailable
+from gateway.net import parse_networks
 from gateway.oauth.client_metadata import ClientMetadataResolver
 from gateway.oauth.consent import consent_headers
 from gateway.oauth.redirects import redirect_matches, redirect_origin, validate_redirect_uri
 from gateway.oauth.revocation import RevocationCache, max_staleness
 from gateway.oauth.tokens import AccessToken
-from gateway.proxy.headers import parse_networks
 from gateway.ratelimit import client_address, limit_key
 from gateway.store.base import Revocation
 from gateway.store.memory import MemoryStore

@@ -14,8 +14,8 @@ from gateway.errors import (
     InvalidScope,
     InvalidTarget,
 )
+from gateway.models import Client
 from gateway.oauth.client_auth import check_secret, parse_credentials
-from gateway.oauth.models import Client
 from gateway.oauth.pkce import s256, validate_challenge, verifier_matches
 from gateway.oauth.redirects import redirect_matches, validate_redirect_uri
 from gateway.oauth.refresh import seal, unseal

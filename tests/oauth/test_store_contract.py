@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.oauth.models import Client
+from gateway.models import Client
 from gateway.store.base import (
     AuthorizationCode,
     PendingConsent,

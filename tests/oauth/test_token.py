@@ -366,7 +366,7 @@ async def test_token_rate_limit_and_body_cap(make_harness: Any) -> None:
 
 
 async def test_cimd_client_id_url_resolved_through_resolver(make_harness: Any) -> None:
-    from gateway.oauth.models import Client
+    from gateway.models import Client
 
     url = "https://app.example/client.json"
 

@@ -16,10 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.authserver import build_authorization_server
+from gateway.models import Client
 from gateway.oauth.keys import hs256_ring
-from gateway.oauth.models import Client
 from gateway.oauth.revocation import RevocationCache
-from gateway.oauth.server import build_authorization_server
 from gateway.oauth.tokens import TokenService
 from gateway.settings import Settings
 from gateway.store.base import (
@@ -28,8 +28,8 @@ from gateway.store.base import (
     RefreshToken,
     Revocation,
     StoreUnavailable,
-    open_store,
 )
+from gateway.store.factory import open_store
 from gateway.store.redis import DEFAULT_PREFIX, TTL_SLACK, RedisStore, split_url
 from tests.store.redis_server import redis_server, require_redis_server, unique_prefix
 

@@ -27,6 +27,7 @@ from gateway.errors import (
     TemporarilyUnavailable,
     render_oauth_error,
 )
+from gateway.net import parse_networks
 from gateway.oauth import metadata
 from gateway.oauth.audit import log_refusal
 from gateway.oauth.authorize_http import AuthorizeHandler, ConsentHandler
@@ -41,10 +42,10 @@ from gateway.oauth.tokens import TokenService
 from gateway.observability.instrument import MeasuredResolver, measured_store
 from gateway.observability.metrics import Metrics
 from gateway.people.provider import IdentityProvider
-from gateway.proxy.headers import parse_networks
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
-from gateway.store.base import Store, StoreUnavailable, open_store
+from gateway.store.base import Store, StoreUnavailable
+from gateway.store.factory import open_store
 
 __all__ = [
     "AuthorizationServer",
