@@ -1,4 +1,4 @@
-"""The benchmark's backend: a ~1.3 KB JSON list on Starlette (PERF.md's baseline), plus
+"""The benchmark's backend: a ~1.3 KB JSON list on Starlette (docs/performance.md's baseline), plus
 the test upstream's SSE, download and stall routes for the streaming measurements.
 
 Run: python -m bench.backend PORT

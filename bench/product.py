@@ -102,7 +102,7 @@ def oauth_token(base_url: str, scope: str, verify: str | bool = True) -> str:
 
 
 def start_backend(cpus: str | None) -> Server:
-    """PERF.md's backend: the 1.3 KB JSON list on Starlette + uvicorn (httptools, uvloop)."""
+    """The baseline backend (docs/performance.md): a 1.3 KB JSON list on Starlette + uvicorn."""
     port = free_port()
     command = pinned(cpus, [sys.executable, "-m", "bench.backend", str(port)])
     proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -1,4 +1,4 @@
-"""Gateway vs nginx vs direct, on loopback, one table of ratios (PERF.md).
+"""Gateway vs nginx vs direct, on loopback, one table of ratios (docs/performance.md).
 
     uv run python bench/run.py [--duration 5] [--rounds 3] [--connections 20] [--no-pin]
 
@@ -405,7 +405,7 @@ def summary(
             ">= 0.6 x",
         ),
     ]
-    print("\n| PERF.md target | measured | target |")
+    print("\n| docs/performance.md target | measured | target |")
     print("|---|---|---|")
     for name, value, target in rows:
         print(f"| {name} | {value:.2f} x | {target} |")

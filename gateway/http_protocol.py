@@ -3,7 +3,7 @@
 uvicorn writes a response as two `transport.write` calls (the head at
 `http.response.start`, the body at `http.response.body`) and uvloop sends each one
 straight away, so every small response cost two `write` syscalls (and two TLS records
-under TLS). PERF.md's profile put ~38 % of the gateway's time in socket writes.
+under TLS). docs/performance.md's profile put ~38 % of the gateway's time in socket writes.
 
 `CorkedTransport` buffers the writes made during one event-loop turn and hands them to
 the real transport together from a `call_soon` callback, i.e. before the loop next
@@ -578,7 +578,7 @@ def fast_proxy_protocol(
     limits: EdgeLimits | None = None,
     admission: ConnectionLimiter | None = None,
 ) -> type[CorkedHttpToolsProtocol]:
-    """A CorkedHttpToolsProtocol that serves proxied requests without ASGI (PERF.md).
+    """A CorkedHttpToolsProtocol that serves proxied requests without ASGI (docs/performance.md).
 
     A request without a body whose (percent-decoded) path `routes` accepts goes from the
     parser callback straight to `proxy.start`, which runs the proxy pipeline and, for a

@@ -130,7 +130,7 @@ class Forwarder:
         self.pool.release(conn)
 
     def start(self, request: Outgoing, client: Client) -> None:
-        """The same exchange without a coroutine while it stays simple (PERF.md): a
+        """The same exchange without a coroutine while it stays simple (docs/performance.md): a
         request with its body in hand, an idle keep-alive connection, and a response that
         is complete when its head arrives and the client can take it at once. Anything
         else (a new connection, a streamed or slow body, a stale connection to retry, a

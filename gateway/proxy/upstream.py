@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 client for the one upstream: asyncio streams + httptools.
 
 Why not httpx: its connection pool polls every pooled socket on every request and
-detects the async library per call (PERF.md: ~25x slower than this). The gateway talks
+detects the async library per call (docs/performance.md: ~25x slower than this). The gateway talks
 to a single origin, so a LIFO list of idle keep-alive connections is the whole pool.
 """
 
