@@ -1,4 +1,4 @@
-"""Route policy: which scopes a request needs (DESIGN "default scope policy", PROTOCOL D6).
+"""Route policy: which scopes a request needs (docs/policy.md, PROTOCOL D6).
 
 A policy maps method + canonical path to a `Decision` and JSON-RPC tool names to scopes.
 Everything is validated and indexed at start-up; `match` is a dict lookup plus a short
