@@ -25,6 +25,7 @@ from gateway.authserver import (
     build_authorization_server,
     is_authorization_path,
 )
+from gateway.errors import NotFound, render
 from gateway.http_protocol import ProxyHandler
 from gateway.oauth import keys
 from gateway.oauth.tokens import AccessToken, TokenService
@@ -41,6 +42,7 @@ from gateway.observability.requestlog import LineSink, RequestLog
 from gateway.people.session import Sessions
 from gateway.policy import load_policy
 from gateway.proxy import ProxyApp
+from gateway.proxy.replies import send_answer
 from gateway.settings import Settings
 from gateway.tools import ToolCatalog, ToolLister, ToolRefresher
 
@@ -92,7 +94,7 @@ class Gateway:
             await self.proxy(scope, receive, send)
         elif is_authorization_path(path):
             if self.authorization is None:
-                await _json(send, 404, {"error": "not_found", "error_description": _OFF})
+                await send_answer(send, render(NotFound(_OFF)))
                 return
             await self.authorization.app(scope, receive, _nosniff(send))
         elif path == "/readyz" and self.readiness is not None:

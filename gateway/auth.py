@@ -8,19 +8,27 @@ client `api-key` with scopes `read write admin`. With OAuth disabled only the ke
 Challenges (PROTOCOL D5, D6, RFC 6750 §3): a 401 names the resource metadata and the
 scopes the route needs, and carries `error="invalid_token"` only when a token was sent;
 a 403 `insufficient_scope` names every scope the operation needs. Responses are raw
-ASGI pieces built once per distinct (scopes, error) and reused.
+ASGI pieces rendered by `gateway.errors.render` once per distinct (scopes, error)
+and reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from gateway.errors import InvalidRequest, InvalidToken, OAuthError, TemporarilyUnavailable
+from gateway.errors import (
+    AccessDenied,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    OAuthError,
+    RawResponse,
+    TemporarilyUnavailable,
+    render,
+)
 from gateway.oauth.tokens import AccessToken, TokenService
 from gateway.principal import CredentialKind, Principal
 
@@ -30,13 +38,6 @@ _CACHE_LIMIT = 512
 _PRINCIPAL_LIMIT = 10_000
 
 Headers = list[tuple[bytes, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class RawResponse:
-    status: int
-    headers: Headers
-    body: bytes
 
 
 class Authenticator:
@@ -164,12 +165,12 @@ def has_query_token(query: bytes) -> bool:
 
 
 class Challenges:
-    """401/403 responses of protected routes, precomputed and cached per distinct input."""
+    """401/403 responses of protected routes, rendered once per distinct input and cached."""
 
     def __init__(self, resource_metadata_url: str) -> None:
         self._metadata = f'resource_metadata="{_escape(resource_metadata_url)}"'
         self._cache: dict[tuple[object, ...], RawResponse] = {}
-        self._denied = _raw(403, {"error": "access_denied", "error_description": _DENIED}, None)
+        self._denied = render(AccessDenied(_DENIED))
 
     def unauthorized(self, required: frozenset[str], error: OAuthError | None) -> RawResponse:
         """D5: 401 challenge; no `error=` without credentials. Also renders a 400
@@ -190,32 +191,23 @@ class Challenges:
         credentials would not help)."""
         return _copy(self._denied)
 
-    def error(self, error: OAuthError) -> RawResponse:
-        """Any other OAuthError as plain RFC JSON, e.g. a malformed JSON-RPC body (400)."""
-        key = ("error", type(error), error.description, *error.headers.items())
-        return self._cached(key, lambda: _raw(error.status_code, error.body(), None, error))
-
     def _unauthorized(self, required: frozenset[str], error: OAuthError | None) -> RawResponse:
         params = [self._metadata]
         if required:
             params.append(f'scope="{_scope(required)}"')
         if error is None:
-            body = {"error": "invalid_token", "error_description": _AUTH_REQUIRED}
-            return _raw(401, body, "Bearer " + ", ".join(params))
+            return render(InvalidToken(_AUTH_REQUIRED), challenge="Bearer " + ", ".join(params))
         described = [f'error="{error.error}"']
         if error.description:
             described.append(f'error_description="{_escape(error.description)}"')
-        challenge = "Bearer " + ", ".join(described + params)
-        return _raw(error.status_code, error.body(), challenge, error)
+        return render(error, challenge="Bearer " + ", ".join(described + params))
 
     def _forbidden(self, required: frozenset[str]) -> RawResponse:
         scope = _scope(required)
         challenge = f'Bearer error="insufficient_scope", scope="{scope}", {self._metadata}'
-        body = {
-            "error": "insufficient_scope",
-            "error_description": f"this operation needs the scopes: {scope}",
-        }
-        return _raw(403, body, challenge)
+        return render(
+            InsufficientScope(f"this operation needs the scopes: {scope}"), challenge=challenge
+        )
 
     def _cached(self, key: tuple[object, ...], build: Callable[[], RawResponse]) -> RawResponse:
         raw = self._cache.get(key)
@@ -242,25 +234,6 @@ def _escape(value: str) -> str:
     """A quoted-string body (RFC 9110 §5.6.4): printable ASCII only, `"` and `\\` escaped."""
     printable = "".join(c if " " <= c <= "~" else "?" for c in value)
     return printable.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _raw(
-    status: int, body: dict[str, str], challenge: str | None, error: OAuthError | None = None
-) -> RawResponse:
-    payload = json.dumps(body, separators=(",", ":")).encode()
-    headers: Headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"x-content-type-options", b"nosniff"),
-    ]
-    if challenge is not None:
-        headers.append((b"www-authenticate", challenge.encode("ascii")))
-    if error is not None:
-        headers.extend(
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()
-        )
-    return RawResponse(status=status, headers=headers, body=payload)
 
 
 def _copy(raw: RawResponse) -> RawResponse:

@@ -21,11 +21,14 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from gateway.errors import (
-    NO_STORE,
-    OAuthError,
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
     ServerError,
     TemporarilyUnavailable,
-    render_oauth_error,
+    response,
 )
 from gateway.net import parse_networks
 from gateway.oauth import metadata
@@ -128,7 +131,8 @@ def build_authorization_server(
     if settings.consent == "auto" and not settings.issuer_is_loopback:
         logger.warning(
             "MCP_OAUTH_CONSENT=auto on a non-loopback issuer (%s): every authorization "
-            "request is approved without asking anyone",
+            "request is approved without asking anyone, so anyone who can reach it can "
+            "get tokens",
             settings.issuer,
         )
     store = store if store is not None else open_store(settings.storage)
@@ -160,7 +164,8 @@ def build_authorization_server(
     app = Starlette(
         routes=routes(ctx) + people_routes(ctx),
         exception_handlers={
-            OAuthError: _oauth_error,
+            GatewayError: _gateway_error,
+            InternalError: _server_error,
             StoreUnavailable: _store_unavailable,
             HTTPException: _http_error,
             ClientDisconnect: _client_gone,
@@ -272,22 +277,18 @@ def _json(document: Any) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-async def _oauth_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, OAuthError)
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
     log_refusal(request, exc)
-    return await render_oauth_error(request, exc)
+    return response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, wrong method) as our errors."""
     assert isinstance(exc, HTTPException)
-    names = {404: "not_found", 405: "method_not_allowed"}
-    body = {"error": names.get(exc.status_code, "invalid_request"), "error_description": exc.detail}
-    return Response(
-        json.dumps(body),
-        status_code=exc.status_code,
-        media_type="application/json",
-        headers={**NO_STORE, **(exc.headers or {})},
-    )
+    kinds: dict[int, type[GatewayError]] = {404: NotFound, 405: MethodNotAllowed}
+    error = kinds.get(exc.status_code, InvalidRequest)(exc.detail, headers=exc.headers)
+    return response(error, status=exc.status_code)
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
@@ -296,7 +297,7 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
         "the authorization server's storage is unavailable; try again shortly",
         headers={"Retry-After": "5"},
     )
-    return unavailable.response()
+    return response(unavailable)
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -308,7 +309,7 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error in the authorization server", exc_info=exc)
-    return ServerError("internal error").response()
+    return response(ServerError("internal error"))
 
 
 def _default_resolver(

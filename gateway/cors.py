@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.auth import Headers, RawResponse
+from gateway.errors import Header, RawResponse
 
 ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ALLOW_HEADERS = (
@@ -62,6 +62,6 @@ def preflight_response(origin: bytes) -> RawResponse:
     return RawResponse(status=204, headers=headers, body=b"")
 
 
-def response_headers(origin: bytes | None) -> Headers:
+def response_headers(origin: bytes | None) -> list[Header]:
     """Headers to add to any other response; none when the request had no `Origin`."""
     return [(b"access-control-allow-origin", origin), *_ACTUAL] if origin else []

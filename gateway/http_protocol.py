@@ -26,7 +26,6 @@ rule and the connection caps; uvicorn's internals come from gateway.uvicorn_fenc
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote
@@ -34,6 +33,7 @@ from urllib.parse import unquote
 import httptools
 
 from gateway.edge import ConnectionLimiter, EdgeLimits
+from gateway.errors import GatewayError, InvalidRequest, TemporarilyUnavailable, render
 from gateway.proxy.app import Found, scan
 from gateway.proxy.forward import Client
 from gateway.uvicorn_fence import HEADER_RE as _NAME
@@ -176,19 +176,18 @@ class _Refused(Exception):
     """Raised inside a parser callback after a refusal was written: stops the parse."""
 
 
-def _json_error(status: int, error: str, description: str) -> bytes:
-    body = json.dumps({"error": error, "error_description": description}).encode()
-    return (
-        STATUS_LINE[status] + b"content-type: application/json\r\n"
-        b"x-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
+def _json_error(status: int, error: GatewayError) -> bytes:
+    """A refusal written straight to the socket (then closed): gateway.errors.render's
+    answer with `status` as the status line."""
+    _, headers, body = render(error, status=status, extra=[(b"connection", b"close")])
+    lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return STATUS_LINE[status] + lines + b"\r\n" + body
 
 
-_BUSY = _json_error(503, "temporarily_unavailable", "too many connections; try again shortly")
-_HEAD_TIMEOUT = _json_error(408, "invalid_request", "the request head did not arrive in time")
-_BODY_TIMEOUT = _json_error(408, "invalid_request", "the request body did not arrive in time")
-_BAD_HOST = _json_error(400, "invalid_request", "an HTTP/1.1 request needs exactly one Host")
+_BUSY = _json_error(503, TemporarilyUnavailable("too many connections; try again shortly"))
+_HEAD_TIMEOUT = _json_error(408, InvalidRequest("the request head did not arrive in time"))
+_BODY_TIMEOUT = _json_error(408, InvalidRequest("the request body did not arrive in time"))
+_BAD_HOST = _json_error(400, InvalidRequest("an HTTP/1.1 request needs exactly one Host"))
 
 
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
@@ -517,7 +516,7 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self, what: str) -> None:
         limit = self.limits.max_head_bytes
         self.logger.warning("Request %s over %d bytes refused.", what, limit)
-        self._close_with(_json_error(431, "invalid_request", f"{what} exceed {limit} bytes"))
+        self._close_with(_json_error(431, InvalidRequest(f"{what} exceed {limit} bytes")))
 
 
 class ProxyHandler(Protocol):

@@ -24,14 +24,25 @@ deployments); link-local, multicast, unspecified and reserved stay forbidden.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 
 import anyio
 import httpcore
 import httpx
+
+from gateway.errors import InternalError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
@@ -41,7 +52,7 @@ _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _PERMITTED_WITH_ALLOW_PRIVATE = frozenset({"loopback", "private"})
 
 
-class BlockedAddressError(Exception):
+class BlockedAddressError(InternalError):
     """An outbound connection was refused because of where it would go."""
 
 
@@ -179,11 +190,12 @@ def _is_literal(host: str) -> bool:
     return True
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport with its connection pool on a `GuardedNetworkBackend`.
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over an httpcore connection pool on a `GuardedNetworkBackend`.
 
-    httpx does not take a network backend, so the pool is rebuilt with the same
-    settings; no proxy is ever used (a proxy would connect on our behalf, unchecked).
+    Built from both libraries' public interfaces (httpx's transport API, httpcore's pool
+    and network-backend API): httpx's own transport takes no network backend. No proxy
+    is ever used (a proxy would connect on our behalf, unchecked).
     """
 
     def __init__(
@@ -195,12 +207,81 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         limits: httpx.Limits | None = None,
     ) -> None:
         limits = limits or httpx.Limits(max_connections=20, max_keepalive_connections=5)
-        super().__init__(verify=verify, trust_env=False, limits=limits)
         self.backend = GuardedNetworkBackend(allow_private=allow_private, resolve=resolve)
-        self._pool = httpcore.AsyncConnectionPool(
+        self.pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=self.backend,
         )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        url = request.url
+        core = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx_errors(request):
+            answer = await self.pool.handle_async_request(core)
+        assert isinstance(answer.stream, AsyncIterable)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_Body(answer.stream, request),
+            extensions=answer.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+# httpcore's exceptions as the httpx ones callers catch (most specific first).
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for core, mapped in _ERRORS:
+            if isinstance(exc, core):
+                raise mapped(str(exc), request=request) from exc
+        raise
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, stream: AsyncIterable[bytes], request: httpx.Request) -> None:
+        self._stream = stream
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors(self._request):
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()

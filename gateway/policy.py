@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InternalError, InvalidRequest
 from gateway.models import RESOURCE_SCOPES, SUPPORTED_SCOPES
 from gateway.settings import Settings
 from gateway.tools import ToolCatalog
@@ -79,7 +79,7 @@ DEFAULT_POLICY: dict[str, Any] = {
 }
 
 
-class PolicyError(ValueError):
+class PolicyError(InternalError, ValueError):
     """The policy file is missing, unreadable or has an invalid entry."""
 
 

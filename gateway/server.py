@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import uvloop
 from starlette.types import ASGIApp
 
 from gateway.app import Gateway, create_app
@@ -33,8 +32,18 @@ def run(settings: Settings, sockets: Sequence[socket.socket] = ()) -> None:
     # creates the loop itself. It also sets TCP_NODELAY on accepted sockets; the stdlib
     # loop skips it for uvicorn's sockets (created with proto 0), so every keep-alive
     # response written in two parts waited ~40 ms for a delayed ACK.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serve(settings, sockets))
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (it is declared for every platform but
+    Windows); None, the standard library's loop, elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def serve(
@@ -80,12 +89,6 @@ async def serve(
         protocol = observed_protocol(protocol, gateway.observer)
     listener = await _metrics_listener(settings, gateway)
     orphan_watch = asyncio.create_task(leave_with_supervisor()) if in_worker_pool() else None
-    if settings.consent == "auto" and not settings.issuer_is_loopback:
-        log.warning(
-            "MCP_OAUTH_CONSENT=auto approves every authorization request and the issuer %s "
-            "is not loopback: anyone who can reach it can get tokens",
-            settings.issuer,
-        )
     log.info("memory-gateway %s -> %s", settings.issuer, settings.upstream)
     await serve_uvicorn(
         app,
@@ -97,7 +100,7 @@ async def serve(
         background=acme.run if acme is not None else None,
         http=protocol,
         redirect_protocol=edge_protocol(limits, admission),
-        loop="uvloop",
+        loop="asyncio" if loop_factory() is None else "uvloop",
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,

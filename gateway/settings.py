@@ -16,6 +16,7 @@ from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from gateway.edge import EdgeLimits
+from gateway.errors import InternalError
 
 ConsentMode = Literal["auto", "api_key", "oidc", "github"]
 LogFormat = Literal["json", "text"]
@@ -26,7 +27,7 @@ LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 
-class SettingsError(ValueError):
+class SettingsError(InternalError, ValueError):
     """A configuration value is missing, malformed or inconsistent."""
 
 

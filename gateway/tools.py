@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from gateway.errors import InternalError
+
 log = logging.getLogger("gateway.tools")
 
 PROTOCOL_VERSION = "2025-06-18"
@@ -36,7 +38,7 @@ EARLY_REFRESH_SECONDS = 10.0
 START_WAIT = 5.0
 
 
-class ToolListError(Exception):
+class ToolListError(InternalError):
     """The upstream's tool list could not be had or read."""
 
 

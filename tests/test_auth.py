@@ -4,38 +4,33 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gateway import auth
 from gateway.auth import Authenticator, Challenges, bearer_token, has_query_token
 from gateway.errors import (
     InvalidRequest,
     InvalidToken,
     OAuthError,
+    RawResponse,
     TemporarilyUnavailable,
     TooManyRequests,
+    render,
 )
 from gateway.oauth import keys
 from gateway.oauth.tokens import AccessToken, TokenService
 from gateway.principal import Principal
+from tests.clock import Clock
 
 ISSUER = "https://gw.test:8443"
 RESOURCE = f"{ISSUER}/mcp"
 METADATA = f"{ISSUER}/.well-known/oauth-protected-resource/mcp"
 API_KEY = "k3y-with-some-length-0123456789"
 NOW = 1_800_000_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now: float = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Revocations:
@@ -47,11 +42,6 @@ class Revocations:
         if self.broken:
             raise ConnectionError("redis down")
         return token.jti in self.jtis
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -93,7 +83,9 @@ def _claims(**overrides: object) -> dict[str, object]:
     return claims
 
 
-def _hand_made(header: dict[str, object], claims: dict[str, object], sign: bytes = b"") -> bytes:
+def _hand_made(
+    header: Mapping[str, object], claims: Mapping[str, object], sign: bytes = b""
+) -> bytes:
     head = _b64(json.dumps(header).encode())
     body = _b64(json.dumps(claims).encode())
     signature = b""
@@ -314,7 +306,7 @@ def test_j4_api_key_is_compared_in_constant_time(
         seen.append((len(a), len(b)))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)
     for candidate in (b"x", b"much-longer-than-the-configured-key" * 4, API_KEY.encode()):
         with contextlib.suppress(InvalidToken):
             authn.authenticate(None, candidate)
@@ -393,7 +385,7 @@ def test_query_string_token_is_refused_with_invalid_request(
 # --- Challenges (D5, D6) -------------------------------------------------------------------
 
 
-def _header(raw: auth.RawResponse, name: bytes) -> str | None:
+def _header(raw: RawResponse, name: bytes) -> str | None:
     values = [v.decode() for k, v in raw.headers if k == name]
     assert len(values) <= 1
     return values[0] if values else None
@@ -463,8 +455,8 @@ def test_unmatched_route_is_denied_without_challenge(challenges: Challenges) -> 
     assert json.loads(raw.body)["error"] == "access_denied"
 
 
-def test_generic_error_renders_rfc_json(challenges: Challenges) -> None:
-    raw = challenges.error(InvalidRequest("the request body is not valid JSON"))
+def test_generic_error_renders_rfc_json() -> None:
+    raw = render(InvalidRequest("the request body is not valid JSON"))
     assert raw.status == 400
     assert json.loads(raw.body) == {
         "error": "invalid_request",
@@ -509,9 +501,9 @@ def test_authenticate_is_fast_enough_for_the_hot_path(
     assert per_call < 50e-6  # generous bound; measured ≈ 2 µs
 
 
-def test_error_headers_are_kept_per_error(challenges: Challenges) -> None:
-    first = challenges.error(TooManyRequests(5))
-    second = challenges.error(TooManyRequests(9))
+def test_error_headers_are_kept_per_error() -> None:
+    first = render(TooManyRequests(5))
+    second = render(TooManyRequests(9))
     assert first.status == 429
     assert _header(first, b"retry-after") == "5"
     assert _header(second, b"retry-after") == "9"

@@ -12,7 +12,7 @@ import logging
 
 from starlette.requests import Request
 
-from gateway.errors import OAuthError
+from gateway.errors import GatewayError
 
 audit = logging.getLogger("gateway.oauth")
 
@@ -21,12 +21,14 @@ def peer(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def log_refusal(request: Request, error: OAuthError) -> None:
+def log_refusal(request: Request, error: GatewayError, *, status: int | None = None) -> None:
+    """One line per refusal, with the status actually sent (`status` when a rule fixes
+    it, as A1 does, else the error's own)."""
     audit.info(
         "oauth %s %r refused: %d %s: %r (from %s)",
         request.method,
         request.url.path,
-        error.status_code,
+        error.status_code if status is None else status,
         error.error,
         error.description,
         peer(request),

@@ -6,9 +6,9 @@ import secrets
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
-from gateway.errors import AccessDenied, InvalidRequest, OAuthError
+from gateway.errors import NO_STORE, AccessDenied, InvalidRequest, OAuthError, response
 from gateway.models import Client
 from gateway.oauth.audit import audit, log_refusal, peer
 from gateway.oauth.authorize import choose_redirect, new_code, redirect_url, validate_authorization
@@ -19,18 +19,19 @@ from gateway.oauth.forms import single_params
 from gateway.oauth.redirects import is_loopback, redirect_host
 from gateway.store.base import PendingConsent, hash_secret
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Unauthenticated GET /oauth/authorize stores one pending consent each (api_key mode):
 # past this many, the soonest to expire are dropped rather than the store growing.
 MAX_PENDING_CONSENTS = 10_000
+# A1: a bad client or redirect URI is a 400 page, whatever the error's own status.
+UNREDIRECTABLE_STATUS = 400
 
 
 def unredirectable(request: Request, error: OAuthError) -> Response:
     """A1: a bad client or redirect URI gets a page (HTML for browsers), never a redirect."""
-    log_refusal(request, error)
+    log_refusal(request, error, status=UNREDIRECTABLE_STATUS)
     if "text/html" in request.headers.get("accept", ""):
         return error_page(error)
-    return JSONResponse(error.body(), status_code=400, headers=NO_STORE)
+    return response(error, status=UNREDIRECTABLE_STATUS)
 
 
 @dataclass
@@ -178,8 +179,7 @@ def error_redirect(
     ctx: Context, redirect_uri: str, error: OAuthError, state: str | None
 ) -> Response:
     params = {
-        "error": error.error,
-        "error_description": error.body().get("error_description"),
+        **error.body(),
         "state": state,
         "iss": ctx.settings.issuer,
     }

@@ -8,6 +8,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.cors import MAX_AGE_SECONDS
+
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "WWW-Authenticate, Retry-After",
@@ -16,7 +18,7 @@ PREFLIGHT_HEADERS = {
     **CORS_HEADERS,
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, MCP-Protocol-Version",
-    "Access-Control-Max-Age": "86400",
+    "Access-Control-Max-Age": str(MAX_AGE_SECONDS),
 }
 
 

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import (
+    NO_STORE,
     InvalidClientMetadata,
     InvalidToken,
     NotFound,
@@ -35,7 +36,6 @@ from gateway.oauth.forms import read_json_object
 from gateway.oauth.registration import client_document, client_from_metadata
 from gateway.store.base import hash_secret
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 # When the registry is full, never-used clients older than this make room.
 UNUSED_CLIENT_GRACE = 3600

@@ -25,11 +25,11 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from gateway.errors import AccessDenied, InvalidGrant
+from gateway.errors import NO_STORE, AccessDenied, InvalidGrant
 from gateway.models import Client
 from gateway.oauth.audit import audit
 from gateway.oauth.authorize import RESOURCE_OWNER
-from gateway.oauth.authorize_http import NO_STORE, approve, ask_consent, error_redirect
+from gateway.oauth.authorize_http import approve, ask_consent, error_redirect
 from gateway.oauth.context import Context
 from gateway.oauth.revocation import Revoker
 from gateway.oauth.scopes import format_scope, parse_scope

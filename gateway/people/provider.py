@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from gateway.errors import InternalError
 from gateway.people.identity import SignedIn
 
 # The most a provider's discovery document, key set, token or user answer may hold.
@@ -27,7 +28,7 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 TRANSPORT_ERRORS = _transport_errors()
 
 
-class ProviderError(Exception):
+class ProviderError(InternalError):
     """Sign-in through the provider failed; `unreachable` when it did not answer."""
 
     def __init__(self, message: str, *, unreachable: bool = False) -> None:

@@ -18,11 +18,14 @@ from urllib.parse import urlencode, urlsplit
 from gateway import cors
 from gateway.errors import (
     AccessDenied,
+    GatewayError,
+    InternalError,
     InvalidRequest,
     InvalidToken,
     OAuthError,
     PayloadTooLarge,
     TooManyRequests,
+    render,
 )
 from gateway.net import is_trusted, parse_networks
 from gateway.origins import OriginPolicy
@@ -42,9 +45,10 @@ from gateway.proxy.ports import (
     Decision,
     Header,
     Policy,
+    Reply,
     SessionAuth,
 )
-from gateway.proxy.replies import Answer, error_answer, raw_answer, send_answer
+from gateway.proxy.replies import Answer, raw_answer, send_answer
 from gateway.proxy.upstream import UpstreamPool
 from gateway.ratelimit import FailureCounter, client_address, limit_key
 from gateway.settings import Settings
@@ -59,10 +63,12 @@ MAX_INSPECTED_BODY = 4 * 1024 * 1024
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 
 
-class Denied(Exception):
-    """The pipeline stops with a ready answer (401, 403 or an unmatched route)."""
+class Denied(InternalError):
+    """The pipeline stops with a ready answer (401, 403, a sign-in redirect or an
+    unmatched route), sent as it is."""
 
-    def __init__(self, reply: Any) -> None:
+    def __init__(self, reply: Reply) -> None:
+        super().__init__("denied")
         self.reply = reply
 
 
@@ -129,10 +135,10 @@ class ProxyApp:
             await self._handle(request, cors_headers, receive, send)
         except Denied as denied:
             await send_answer(send, raw_answer(denied.reply, cors_headers))
-        except OAuthError as exc:
-            await send_answer(send, error_answer(exc, cors_headers))
         except ClientGone:
             return
+        except GatewayError as exc:
+            await send_answer(send, render(exc, extra=cors_headers))
 
     def start(
         self,
@@ -206,8 +212,8 @@ class ProxyApp:
         except Denied as denied:
             client.respond(*raw_answer(denied.reply, cors_headers))
             return
-        except OAuthError as exc:
-            client.respond(*error_answer(exc, cors_headers))
+        except GatewayError as exc:
+            client.respond(*render(exc, extra=cors_headers))
             return
         self.forward.start(outgoing, client)
 
@@ -298,7 +304,7 @@ class ProxyApp:
         try:
             return self.sessions.for_request(found.cookie, request.method, found.origin)
         except OAuthError as exc:
-            raise Denied(self.challenges.error(exc)) from None
+            raise Denied(render(exc)) from None
 
     def _failures_key(self, request: _Request) -> str:
         forwarded = [
@@ -370,7 +376,7 @@ def _preflight(request: _Request) -> Answer | None:
 def _foreign_origin() -> Answer:
     """403 for a browser origin that may not call the proxied routes (MCP transport:
     servers MUST validate Origin); no CORS headers, so the page cannot read it."""
-    return error_answer(AccessDenied("this Origin may not call the gateway"), [])
+    return render(AccessDenied("this Origin may not call the gateway"))
 
 
 class Admitted:

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any, Protocol
 
-from gateway.errors import OAuthError
+from gateway.errors import GatewayError, render
 from gateway.proxy.errors import ClientGone, GatewayTimeout, StaleConnection
 from gateway.proxy.headers import response_headers
-from gateway.proxy.replies import error_answer, send_answer
+from gateway.proxy.replies import send_answer
 from gateway.proxy.upstream import NO_ANSWER, UpstreamConnection, UpstreamPool
 
 Header = tuple[bytes, bytes]
@@ -116,7 +116,9 @@ class Forwarder:
                 await send(start)
                 try:
                     await self._stream(conn, send, gone)
-                except OAuthError:
+                except ClientGone:
+                    raise
+                except GatewayError:
                     # Too late for a 502/504: leaving the response incomplete makes the
                     # server close the client connection, so the truncation is visible.
                     conn.close()
@@ -141,7 +143,7 @@ class Forwarder:
             return
         try:
             conn.write_now(self._whole(request, request.body or b""))
-        except OAuthError:
+        except GatewayError:
             conn.close()
             client.relay(partial(self.relay, request))
             return
@@ -157,10 +159,10 @@ class Forwarder:
         """The exchange on the coroutine path, answering upstream failures (P4) itself."""
         try:
             await self(request, receive, send, conn)
-        except OAuthError as exc:
-            await send_answer(send, error_answer(exc, request.response_extra))
         except ClientGone:
             return
+        except GatewayError as exc:
+            await send_answer(send, render(exc, extra=request.response_extra))
 
     async def _exchange(
         self, request: Outgoing, receive: Receive, gone: asyncio.Event
@@ -312,7 +314,7 @@ class Waiting:
             if isinstance(failure, StaleConnection) and request.method in IDEMPOTENT:
                 self.client.relay(partial(self.forward.relay, request))  # a fresh try
             else:
-                self.client.respond(*error_answer(failure, request.response_extra))
+                self.client.respond(*render(failure, extra=request.response_extra))
             return
         self._detach()
         if request.method == "HEAD":
@@ -329,7 +331,8 @@ class Waiting:
     def expire(self) -> None:
         self._detach()
         self.conn.close()
-        self.client.respond(*error_answer(GatewayTimeout(NO_ANSWER), self.request.response_extra))
+        timeout = GatewayTimeout(NO_ANSWER)
+        self.client.respond(*render(timeout, extra=self.request.response_extra))
 
     def abandon(self) -> None:
         """The client left: the upstream sees it too (the connection is aborted)."""

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
+from gateway.errors import GatewayError
 from gateway.models import Client
 
 RevocationKind = Literal["jti", "family", "client"]
@@ -17,8 +18,12 @@ CODE_REPLAY_MEMORY = 3600
 MAX_GRACE_SECONDS = 300
 
 
-class StoreUnavailable(Exception):
-    """The store did not answer (connection lost, timed out, locked): try again later."""
+class StoreUnavailable(GatewayError):
+    """The store did not answer (connection lost, timed out, locked): try again later.
+    Its message is for the log; clients get `STORE_UNAVAILABLE`'s."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
 
 
 def hash_secret(value: str) -> str:

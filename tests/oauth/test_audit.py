@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
+from starlette.requests import Request
 
+from gateway.errors import InvalidClient
+from gateway.oauth.authorize_http import unredirectable
 from tests.oauth.conftest import Harness
 
 pytestmark = pytest.mark.anyio
@@ -40,3 +44,19 @@ async def test_oauth_decisions_are_logged_without_secrets(
     for secret in secrets:
         assert secret not in text
     assert all("oauth" in line.lower() for line in lines)
+
+
+def test_a1_refused_client_is_logged_with_the_status_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """invalid_client (a refused metadata-document client) is a 401 elsewhere, but at the
+    authorization endpoint the answer is a 400 (A1), and the audit line says 400 too."""
+    caplog.set_level(logging.INFO, logger="gateway.oauth")
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/oauth/authorize"}
+    for accept in (b"application/json", b"text/html"):
+        scope["headers"] = [(b"accept", accept)]
+        response = unredirectable(Request(scope), InvalidClient("HTTP 404 for the document"))
+        assert response.status_code == 400
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "gateway.oauth")
+    assert text.count("refused: 400 invalid_client") == 2
+    assert "refused: 401" not in text

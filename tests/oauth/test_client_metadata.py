@@ -23,6 +23,7 @@ import pytest
 import trustme
 
 from gateway.errors import InvalidClient
+from gateway.errors import response as render_response
 from gateway.netguard import (
     BlockedAddressError,
     GuardedNetworkBackend,
@@ -39,17 +40,13 @@ from gateway.oauth.client_metadata import (
     client_from_document,
     is_client_metadata_url,
 )
+from tests.clock import Clock
 
 URL = "https://app.example.com/oauth/client.json"
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def doc(client_id: str = URL, **fields: Any) -> dict[str, Any]:
+def doc(client_id: str | None = URL, **fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "client_id": client_id,
         "client_name": "Example MCP Client",
@@ -421,19 +418,6 @@ def trust(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture
 async def resolver(trust: ssl.SSLContext, clock: Clock) -> Any:
     resolver = ClientMetadataResolver(allow_private=True, verify=trust, clock=clock, timeout=2.0)
@@ -477,7 +461,7 @@ async def test_r6_refusal_renders_as_invalid_client_json(
     url = site.url("/missing.json")
     with pytest.raises(InvalidClient) as caught:
         await resolver.resolve(url)
-    response = caught.value.response()
+    response = render_response(caught.value)
     assert response.status_code == 401
     body = json.loads(bytes(response.body))
     assert body["error"] == "invalid_client"
