@@ -34,11 +34,6 @@ SMALL = b'{"memories": []}'
 MB = 1024 * 1024
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class RecordingTransport(asyncio.Transport):
     """Stands in for the socket: one `write` call here is one send syscall in uvloop."""
 

@@ -235,6 +235,7 @@ def test_policy_file_overrides_tools_both_ways_and_to_admin(tmp_path: Path) -> N
 def test_tools_list_results_are_read_strictly() -> None:
     assert read_only_tools({"tools": [], "nextCursor": "abc"}) == ({}, "abc")
     assert read_only_tools({"tools": [{"name": "a"}], "nextCursor": ""}) == ({"a": False}, None)
+    bad: object
     for bad in ({}, {"tools": {}}, {"tools": [{"name": 3}]}, {"tools": ["a"]}, []):
         with pytest.raises(ToolListError):
             read_only_tools(bad)

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,18 @@ def test_no_secret_appears_in_repr_or_str() -> None:
     shown = repr(settings) + str(settings)
     for value in [*secrets.values(), password]:
         assert value not in shown
+
+
+def test_the_class_defaults_are_the_environment_defaults() -> None:
+    """Settings' defaults are written in the class and again in `from_env`; this keeps the
+    two from drifting: an empty environment gives the class defaults, field by field,
+    except the fields derived from others (state dir, issuer)."""
+    from_env = Settings.from_env({})
+    derived = {"storage", "state_dir", "consent", "issuer"}
+    differ = {
+        field.name: (getattr(Settings(), field.name), getattr(from_env, field.name))
+        for field in dataclasses.fields(Settings)
+        if field.name not in derived
+        and getattr(Settings(), field.name) != getattr(from_env, field.name)
+    }
+    assert differ == {}

@@ -4,26 +4,15 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.errors import InvalidToken
 from gateway.oauth import keys
 from gateway.oauth.tokens import TokenService
+from tests.clock import Clock
 
 ISSUER = "https://gw.test:8443"
 AUDIENCE = f"{ISSUER}/mcp"
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -160,11 +149,11 @@ def test_j2_hs256_signed_with_the_public_key_is_rejected(
 
 def test_j2_typ_must_be_at_jwt(service: TokenService, ring: keys.KeyRing) -> None:
     claims = jwt.decode(_issue(service), options={"verify_signature": False})
-    assert isinstance(ring.active.private, object)
+    assert isinstance(ring.active.private, ec.EllipticCurvePrivateKey)
     id_token_like = jwt.encode(
         claims,
         ring.active.private,
-        algorithm="ES256",  # type: ignore[arg-type]
+        algorithm="ES256",
         headers={"kid": ring.active.kid, "typ": "JWT"},
     )
     with pytest.raises(InvalidToken):

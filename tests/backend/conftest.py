@@ -13,11 +13,6 @@ from tests.backend.support import AppFactory, serve
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "memories.db"
 

@@ -98,4 +98,6 @@ def test_delete_removes_tags_and_search_entries(store: MemoryStore) -> None:
 def test_close_is_idempotent(store: MemoryStore) -> None:
     store.get("x")
     store.close()
-    store.close()
+    store.close()  # a second close is a no-op, not an error
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        store.get("x")

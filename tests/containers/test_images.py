@@ -50,7 +50,7 @@ def test_backend_container_is_healthy_and_stores_memories(image: str) -> None:
         ["memory-backend", "--host", "0.0.0.0", "--port", "8001", "--db", "/data/memories.db"]
     )
     backend.with_kwargs(healthcheck=FAST_HEALTHCHECK)
-    backend.ports["8001"] = ("127.0.0.1",)  # published on loopback only, random port
+    backend.ports["8001"] = ("127.0.0.1",)  # type: ignore[assignment]  # loopback only, random port
     with backend:
         wait_healthy(backend.get_wrapped_container())
         base = f"http://127.0.0.1:{backend.get_exposed_port(8001)}"

@@ -20,6 +20,7 @@ from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
+from tests.clock import Clock
 from tests.store.redis_server import redis_url, unique_prefix
 
 __all__ = ["redis_url"]  # a fixture, re-exported for the Redis parametrisation
@@ -27,14 +28,6 @@ __all__ = ["redis_url"]  # a fixture, re-exported for the Redis parametrisation
 ISSUER = "https://gw.example:8443"
 API_KEY = "operator-api-key-0123456789"
 LOOPBACK_CB = "http://127.0.0.1:3000/callback"
-
-
-class Clock:
-    def __init__(self, now: float = 1_900_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
@@ -140,7 +133,7 @@ async def make_harness(store: Store, tmp_path: Path) -> AsyncIterator[Callable[.
     async def make(es256: bool = False, **overrides: Any) -> Harness:
         resolver = overrides.pop("client_resolver", None)
         settings = replace(BASE_SETTINGS, **overrides)
-        clock = Clock()
+        clock = Clock(1_900_000_000.0)
         ring = load_or_create(tmp_path / "keys") if es256 else hs256_ring("k" * 40)
         tokens = TokenService(
             ring, issuer=settings.issuer, ttl=settings.access_token_ttl, clock=clock

@@ -274,7 +274,7 @@ async def test_r5_full_registry_evicts_least_recently_used_open_client_never_ope
 
     async def exists(client: dict[str, Any]) -> bool:
         info = await h.http.get(f"/oauth/clients/{client['client_id']}", headers=key)
-        return info.status_code == 200
+        return bool(info.status_code == 200)
 
     assert not await exists(second)
     assert await exists(first)

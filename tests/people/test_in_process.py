@@ -13,16 +13,10 @@ from gateway.app import Gateway, create_app
 from gateway.oauth.tokens import Person
 from gateway.people.flow import People
 from gateway.settings import Settings
+from tests.clock import Clock
 
 pytestmark = pytest.mark.anyio
 ISSUER = "https://memory.example.com"
-
-
-class Clock:
-    now = 1_900_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def settings(**extra: object) -> Settings:
@@ -43,7 +37,7 @@ def settings(**extra: object) -> Settings:
 
 @pytest.fixture
 async def app() -> AsyncIterator[tuple[Gateway, Clock]]:
-    clock = Clock()
+    clock = Clock(1_900_000_000.0)
     gateway = create_app(settings(), clock=clock)
     await gateway.startup()
     yield gateway, clock

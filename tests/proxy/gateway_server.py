@@ -78,5 +78,5 @@ if __name__ == "__main__":
         server_header=False,
         date_header=False,
         proxy_headers=False,
-        **ssl,
-    )  # type: ignore[arg-type]
+        **ssl,  # type: ignore[arg-type]
+    )

@@ -8,20 +8,13 @@ import httpx
 import pytest
 
 from gateway.ratelimit import FailureCounter
+from tests.clock import Clock
 from tests.proxy.conftest import Server, bearer, start_gateway
 from tests.proxy.gateway_server import API_KEY
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_failure_counter_blocks_past_the_limit_until_the_window_ends() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     failures = FailureCounter(2, clock=clock)
     assert not failures.active
     for _ in range(3):
@@ -37,7 +30,7 @@ def test_failure_counter_blocks_past_the_limit_until_the_window_ends() -> None:
 
 
 def test_failure_counter_is_bounded() -> None:
-    failures = FailureCounter(1, clock=Clock(), capacity=100)
+    failures = FailureCounter(1, clock=Clock(1000.0), capacity=100)
     for n in range(1000):
         failures.record(f"10.0.{n // 256}.{n % 256}")
     assert len(failures._windows) <= 100

@@ -12,11 +12,6 @@ from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import UpstreamPool
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Upstream:
     """Parsed chunks; what arrives while a send waits is queued, as the parser does."""
 

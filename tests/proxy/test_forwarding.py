@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,14 +14,15 @@ import pytest
 from tests.proxy.conftest import Server, bearer, start_gateway, start_upstream
 
 
-def echoed(response: httpx.Response) -> dict[str, object]:
+def echoed(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
-    return json.loads(response.text)
+    document: dict[str, Any] = json.loads(response.text)
+    return document
 
 
 def upstream_headers(response: httpx.Response) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for name, value in echoed(response)["headers"]:  # type: ignore[union-attr]
+    for name, value in echoed(response)["headers"]:
         found.setdefault(name, []).append(value)
     return found
 
@@ -156,7 +159,7 @@ def test_mcp_body_over_the_inspection_limit_is_413(client: httpx.Client) -> None
 
 
 def test_chunked_request_body_is_streamed(client: httpx.Client) -> None:
-    def parts():  # no length known: httpx sends Transfer-Encoding: chunked
+    def parts() -> Iterator[bytes]:  # no length known: httpx sends Transfer-Encoding: chunked
         for _ in range(10):
             yield b"y" * 1000
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,7 +35,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def start(
-    send: Send, status: int = 200, ctype: bytes = b"application/json", extra=()
+    send: Send,
+    status: int = 200,
+    ctype: bytes = b"application/json",
+    extra: Iterable[tuple[bytes, bytes]] = (),
 ) -> None:
     headers = [(b"content-type", ctype), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -8,6 +8,7 @@ table of upstream routes was made from it.
 
 import json
 import sys
+from typing import Any
 
 from fastapi.routing import APIRoute
 from mcp_memory_service.web.app import app
@@ -32,7 +33,7 @@ def needs(dependant: object) -> set[str]:
     return found
 
 
-def walk(routes: list[object], prefix: str) -> None:
+def walk(routes: list[Any], prefix: str) -> None:
     for route in routes:
         inner = getattr(route, "original_router", None)  # FastAPI >= 0.16x include_router
         if inner is not None:
