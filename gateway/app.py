@@ -42,6 +42,7 @@ from gateway.observability.requestlog import LineSink, RequestLog
 from gateway.people.session import Sessions
 from gateway.policy import load_policy
 from gateway.proxy import ProxyApp
+from gateway.proxy.forward import Upstream
 from gateway.proxy.replies import send_answer
 from gateway.settings import Settings
 from gateway.tools import ToolCatalog, ToolLister, ToolRefresher
@@ -151,7 +152,11 @@ def create_app(
     clock: Callable[[], float] = time.time,
     metrics: Metrics | None = None,
     request_sink: LineSink | None = None,
+    upstream: Upstream | None = None,
 ) -> Gateway:
+    """`upstream`: the client the proxy forwards through; by default the pooled HTTP/1.1
+    client for `settings.upstream` (`gateway.proxy.inprocess.ASGIUpstream` serves an
+    ASGI application in this process instead)."""
     if metrics is None and settings.metrics_addr is not None:
         metrics = Metrics()
     tokens = _token_service(settings, ring, clock) if settings.oauth_enabled else None
@@ -178,6 +183,7 @@ def create_app(
         challenges=Challenges(f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"),
         policy=load_policy(settings, catalog),
         sessions=_sessions(authorization),
+        upstream=upstream,
     )
     observer = _observer(settings, metrics, request_sink)
     if observer.metrics is not None or observer.log is not None:

@@ -32,7 +32,7 @@ from gateway.errors import InvalidRequest, InvalidToken, OAuthError, Temporarily
 from gateway.observability.metrics import Metrics
 from gateway.observability.requestlog import RequestLog
 from gateway.principal import Principal
-from gateway.proxy.forward import Client, Forwarder, Outgoing
+from gateway.proxy.forward import Client, Outgoing, Upstream
 from gateway.proxy.ports import Authenticator
 
 Header = tuple[bytes, bytes]
@@ -393,7 +393,7 @@ class ObservedForwarder:
     """The proxy's Forwarder, telling the observer what is forwarded and when (a wrapper:
     the fast path's continuations inside the Forwarder call the real one directly)."""
 
-    def __init__(self, inner: Forwarder, observer: Observer) -> None:
+    def __init__(self, inner: Upstream, observer: Observer) -> None:
         self.inner = inner
         self.observer = observer
 
@@ -402,20 +402,18 @@ class ObservedForwarder:
             self.observer.forwarded(client.exchange, request)
         self.inner.start(request, client)
 
-    async def __call__(
-        self, request: Outgoing, receive: Receive, send: Send, conn: Any = None
-    ) -> None:
+    async def __call__(self, request: Outgoing, receive: Receive, send: Send) -> None:
         io = getattr(send, "__self__", None)
         if isinstance(io, ObservedIO):
             self.observer.forwarded(io.exchange, request)
-        await self.inner(request, receive, send, conn)
+        await self.inner(request, receive, send)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-def observed_forwarder(inner: Forwarder, observer: Observer) -> Forwarder:
-    return cast(Forwarder, ObservedForwarder(inner, observer))
+def observed_forwarder(inner: Upstream, observer: Observer) -> Upstream:
+    return cast(Upstream, ObservedForwarder(inner, observer))
 
 
 class ObservedAuthenticator:

@@ -31,7 +31,7 @@ from gateway.net import is_trusted, parse_networks
 from gateway.origins import OriginPolicy
 from gateway.principal import Principal
 from gateway.proxy.errors import ClientGone
-from gateway.proxy.forward import Client, Forwarder, Outgoing
+from gateway.proxy.forward import Client, Forwarder, Outgoing, Upstream
 from gateway.proxy.headers import (
     Forwarding,
     IdentityCache,
@@ -82,16 +82,9 @@ class ProxyApp:
         policy: Policy,
         max_inspected_body: int = MAX_INSPECTED_BODY,
         sessions: SessionAuth | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
-        origin = urlsplit(settings.upstream)
-        host, port = origin.hostname or "127.0.0.1", origin.port or 80
-        self.pool = UpstreamPool(host, port, connect_timeout=settings.upstream_connect_timeout)
-        self.forward = Forwarder(
-            self.pool,
-            host=origin.netloc.encode("ascii"),
-            header_timeout=settings.upstream_header_timeout,
-            idle_timeout=settings.upstream_idle_timeout,
-        )
+        self.forward: Upstream = upstream if upstream is not None else _forwarder(settings)
         self.authenticator = authenticator
         self.challenges = challenges
         self.policy = policy
@@ -218,7 +211,7 @@ class ProxyApp:
         self.forward.start(outgoing, client)
 
     async def aclose(self) -> None:
-        await self.pool.aclose()
+        await self.forward.aclose()
 
     async def _handle(
         self, request: _Request, cors_headers: list[Header], receive: Receive, send: Send
@@ -347,6 +340,19 @@ def _wants_page(request: _Request) -> bool:
         return False
     accept = next((v for n, v in request.headers if n == b"accept"), b"")
     return b"text/html" in accept
+
+
+def _forwarder(settings: Settings) -> Forwarder:
+    """The pooled HTTP/1.1 client for `settings.upstream`."""
+    origin = urlsplit(settings.upstream)
+    host, port = origin.hostname or "127.0.0.1", origin.port or 80
+    pool = UpstreamPool(host, port, connect_timeout=settings.upstream_connect_timeout)
+    return Forwarder(
+        pool,
+        host=origin.netloc.encode("ascii"),
+        header_timeout=settings.upstream_header_timeout,
+        idle_timeout=settings.upstream_idle_timeout,
+    )
 
 
 class _SignIn:

@@ -79,6 +79,26 @@ class Client(Protocol):
         ...
 
 
+class Upstream(Protocol):
+    """The upstream client the proxy forwards through: `Forwarder` (the pooled HTTP/1.1
+    client, what `gateway serve` uses) or `gateway.proxy.inprocess.ASGIUpstream` (an
+    ASGI application in the same process). Given to `create_app(..., upstream=...)`."""
+
+    async def __call__(self, request: Outgoing, receive: Receive, send: Send) -> None:
+        """The exchange on the coroutine path; upstream failures raise ProxyError."""
+        ...
+
+    async def relay(self, request: Outgoing, receive: Receive, send: Send) -> None:
+        """The exchange, answering upstream failures (P4) itself."""
+        ...
+
+    def start(self, request: Outgoing, client: Client) -> None:
+        """The fast path's entry: answer through `client` (or `client.relay`)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class Forwarder:
     def __init__(
         self, pool: UpstreamPool, *, host: bytes, header_timeout: float, idle_timeout: float
@@ -163,6 +183,9 @@ class Forwarder:
             return
         except GatewayError as exc:
             await send_answer(send, render(exc, extra=request.response_extra))
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
 
     async def _exchange(
         self, request: Outgoing, receive: Receive, gone: asyncio.Event

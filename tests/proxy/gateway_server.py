@@ -18,6 +18,7 @@ from gateway.oauth.keys import hs256_ring
 from gateway.oauth.tokens import TokenService
 from gateway.policy import Policy
 from gateway.proxy import ProxyApp
+from gateway.proxy.forward import Upstream
 from gateway.settings import Settings
 
 SECRET = "test-secret-key-that-is-long-enough-for-hs256"
@@ -29,7 +30,7 @@ def token_service() -> TokenService:
     return TokenService(hs256_ring(SECRET), issuer=ISSUER, ttl=3600)
 
 
-def build(settings: Settings) -> ProxyApp:
+def build(settings: Settings, upstream: Upstream | None = None) -> ProxyApp:
     return ProxyApp(
         settings,
         authenticator=Authenticator(
@@ -40,6 +41,7 @@ def build(settings: Settings) -> ProxyApp:
         ),
         challenges=Challenges(f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"),
         policy=Policy.default(),
+        upstream=upstream,
     )
 
 
