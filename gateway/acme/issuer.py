@@ -11,13 +11,14 @@ import importlib.metadata
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.errors import InternalError
 from gateway.settings import SettingsError
 
 SUPPORTED_VERSIONS = ((5, 9), (6, 0))  # tested with 5.9; the lower bound is inclusive
 ORDER_DEADLINE = datetime.timedelta(seconds=90)
 
 
-class AcmeError(Exception):
+class AcmeError(InternalError):
     """An ACME exchange failed; the message says what and where, in one line."""
 
 

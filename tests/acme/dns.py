@@ -17,7 +17,8 @@ A, AAAA = 1, 28
 
 def _question(packet: bytes) -> tuple[str, int, int] | None:
     """(name, qtype, end offset) of the first question, or None."""
-    labels, offset = [], 12
+    labels: list[str] = []
+    offset = 12
     while offset < len(packet):
         length = packet[offset]
         if length == 0:

@@ -87,9 +87,9 @@ def test_accounts_are_kept_per_directory(tmp_path: Path) -> None:
 
 def test_the_acme_library_version_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert check_library()  # the installed one is supported
-    import gateway.acme.issuer as fence
+    import importlib.metadata
 
-    monkeypatch.setattr(fence.importlib.metadata, "version", lambda _name: "2.11.0")
+    monkeypatch.setattr(importlib.metadata, "version", lambda _name: "2.11.0")
     low, high = (".".join(map(str, v)) for v in SUPPORTED_VERSIONS)
     with pytest.raises(SettingsError, match=rf"2\.11\.0 is not supported.*acme>={low},<{high}"):
         check_library()
