@@ -9,6 +9,7 @@ on both server paths, and keeps framing, timeouts and disconnects to itself.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +40,9 @@ from tests.proxy.test_forwarding import (  # noqa: F401 - collected here again, 
     test_upstream_hop_by_hop_response_headers_are_stripped,
 )
 
-UPSTREAM_HOST = b"upstream.test:8001"
+# Loopback, and nothing listens on port 9: the in-process upstream is the only one
+# reached, and the start-up tool listing (create_app's lifespan) is refused at once.
+UPSTREAM_HOST = b"127.0.0.1:9"
 
 
 def settings() -> Settings:
@@ -71,7 +74,8 @@ def test_upstream_host_header_and_query_string(client: httpx.Client) -> None:
 
 def test_create_app_takes_the_upstream() -> None:
     """The composition root with an in-process upstream: the whole gateway, no socket."""
-    gateway = create_app(settings(), upstream=ASGIUpstream(upstream_app.app))
+    quiet = dataclasses.replace(settings(), request_log=False)  # no log streams in tests
+    gateway = create_app(quiet, upstream=ASGIUpstream(upstream_app.app))
     with TestClient(gateway.asgi(), base_url="http://testserver") as http:  # with lifespan
         denied = http.get("/api/memories")
         assert denied.status_code == 401
