@@ -33,7 +33,13 @@ from urllib.parse import unquote
 import httptools
 
 from gateway.edge import ConnectionLimiter, EdgeLimits
-from gateway.errors import GatewayError, InvalidRequest, TemporarilyUnavailable, render
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    TemporarilyUnavailable,
+    render,
+)
 from gateway.proxy.app import Found, scan
 from gateway.proxy.forward import Client
 from gateway.uvicorn_fence import HEADER_RE as _NAME
@@ -172,7 +178,7 @@ class GatedFlowControl(FlowControl):
         self._protocol._sync_reading()
 
 
-class _Refused(Exception):
+class _Refused(InternalError):
     """Raised inside a parser callback after a refusal was written: stops the parse."""
 
 

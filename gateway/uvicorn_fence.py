@@ -18,10 +18,12 @@ import importlib.metadata
 import socket
 from collections.abc import Callable, Generator
 
+from gateway.errors import InternalError
+
 SUPPORTED = ((0, 54), (0, 55))  # [low, high): the releases tested with the fast path
 
 
-class UnsupportedUvicorn(ImportError):
+class UnsupportedUvicorn(InternalError, ImportError):
     """The installed uvicorn is not one whose internals the gateway was tested with
     (an ImportError: it stops the import; `memory-gateway` prints it as one line)."""
 
