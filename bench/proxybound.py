@@ -319,7 +319,7 @@ def report(results: dict[str, dict[str, list[dict]]], load: tuple[float, float, 
 
 
 def targets_summary(results: dict[str, dict[str, list[dict]]]) -> list[tuple[str, str, str]]:
-    """The proxy-bound PERF.md targets: (name, measured, target) rows."""
+    """The proxy-bound docs/performance.md targets: (name, measured, target) rows."""
     rows = []
     for workload, runs in results.items():
         cpu = _ratio(runs, "gateway", "nginx", "cpu_us")

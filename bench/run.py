@@ -117,7 +117,7 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
         if not args.no_proxy_bound:
             bound = proxy_bound(tmp, args, proxy_cpu, load_cpu)
             if args.proxy_bound_only:
-                print("\n| PERF.md target | measured | target |\n|---|---|---|")
+                print("\n| docs/performance.md target | measured | target |\n|---|---|---|")
                 for row in proxybound.targets_summary(bound):
                     print("| " + " | ".join(row) + " |")
                 return

@@ -181,8 +181,8 @@ class ProxyApp:
         except Denied as denied:
             client.respond(*raw_answer(denied.reply, cors_headers))
             return None
-        except OAuthError as exc:
-            client.respond(*error_answer(exc, cors_headers))
+        except GatewayError as exc:
+            client.respond(*render(exc, extra=cors_headers))
             return None
         return Admitted(request, path, decision, principal, cors_headers)
 
