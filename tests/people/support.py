@@ -35,8 +35,11 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
+from gateway.app import create_app
 from gateway.certs import ensure_dev_certs
+from gateway.settings import Settings
 from tests.clients.consent import AuthorizationFailed, Redirect, redirect_params
+from tests.e2e.support import Pkce
 from tests.integration.live import LiveGateway, free_port, running
 
 PROVIDER_DIR = Path(__file__).resolve().parent / "provider"
@@ -335,3 +338,45 @@ def wait_port_closed(port: int, timeout: float = 10) -> None:
             if sock.connect_ex(("127.0.0.1", port)) != 0:
                 return
         time.sleep(0.1)
+
+
+async def authorize_in_process(
+    oidc_issuer: str, provider_timeout: float
+) -> tuple[httpx.Response, float]:
+    """`/oauth/authorize` of an in-process oidc-consent gateway whose provider is
+    `oidc_issuer`, for a freshly registered public client: (the page, seconds it took)."""
+    settings = Settings(
+        issuer="https://localhost:9",
+        consent="oidc",
+        storage="memory://",
+        oidc_issuer=oidc_issuer,
+        oidc_client_id="x",
+        oidc_client_secret="y",
+        provider_timeout=provider_timeout,
+        rate_limit_per_minute=0,
+    )
+    gateway = create_app(settings)
+    await gateway.startup()
+    try:
+        transport = httpx.ASGITransport(app=gateway)
+        async with httpx.AsyncClient(transport=transport, base_url=settings.issuer) as http:
+            client = await http.post(
+                "/oauth/register",
+                json={
+                    "redirect_uris": ["http://127.0.0.1:5000/cb"],
+                    "token_endpoint_auth_method": "none",
+                },
+            )
+            query = {
+                "response_type": "code",
+                "client_id": client.json()["client_id"],
+                "code_challenge": Pkce.new().challenge,
+                "code_challenge_method": "S256",
+                "state": "s",
+            }
+            started = time.monotonic()
+            async with asyncio.timeout(15):
+                page = await http.get("/oauth/authorize", params=query)
+            return page, time.monotonic() - started
+    finally:
+        await gateway.shutdown()

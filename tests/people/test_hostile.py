@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway.app import create_app
@@ -23,7 +22,7 @@ from gateway.people.oidc import OidcProvider, merge_userinfo
 from gateway.people.provider import ProviderError
 from gateway.policy import Ceiling
 from gateway.settings import Settings
-from tests.e2e.support import Pkce
+from tests.people.support import authorize_in_process
 from tests.people.test_in_process import app, client, people_of  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.anyio
@@ -58,41 +57,7 @@ async def dribbling_server(seconds: float) -> AsyncIterator[int]:
 
 async def test_a_provider_dribbling_its_answer_is_cut_off_by_a_total_deadline() -> None:
     async with dribbling_server(60) as port:
-        settings = Settings(
-            issuer="https://localhost:9",
-            consent="oidc",
-            storage="memory://",
-            oidc_issuer=f"http://127.0.0.1:{port}",
-            oidc_client_id="x",
-            oidc_client_secret="y",
-            provider_timeout=1.0,
-            rate_limit_per_minute=0,
-        )
-        gateway = create_app(settings)
-        await gateway.startup()
-        try:
-            transport = httpx.ASGITransport(app=gateway)
-            async with httpx.AsyncClient(transport=transport, base_url=settings.issuer) as http:
-                client = await http.post(
-                    "/oauth/register",
-                    json={
-                        "redirect_uris": ["http://127.0.0.1:5000/cb"],
-                        "token_endpoint_auth_method": "none",
-                    },
-                )
-                query = {
-                    "response_type": "code",
-                    "client_id": client.json()["client_id"],
-                    "code_challenge": Pkce.new().challenge,
-                    "code_challenge_method": "S256",
-                    "state": "s",
-                }
-                started = time.monotonic()
-                async with asyncio.timeout(15):
-                    page = await http.get("/oauth/authorize", params=query)
-                took = time.monotonic() - started
-        finally:
-            await gateway.shutdown()
+        page, took = await authorize_in_process(f"http://127.0.0.1:{port}", 1.0)
     assert page.status_code == 503, page.text
     assert took < 6, took  # a few provider timeouts, not the provider's whole dribble
 

@@ -8,7 +8,6 @@ import socket
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.people.oidc import OidcProvider
 from gateway.people.provider import ProviderError
 from gateway.settings import Settings
@@ -19,6 +18,7 @@ from tests.people.support import (
     OIDC_CLIENT_SECRET,
     PeopleStack,
     PersonAgent,
+    authorize_in_process,
     find_node,
     people_stack,
 )
@@ -111,38 +111,7 @@ def dead_port() -> int:
 
 
 async def test_provider_unreachable_at_authorize_gives_a_page_not_a_500() -> None:
-    settings = Settings(
-        issuer="https://localhost:9",
-        consent="oidc",
-        storage="memory://",
-        oidc_issuer=f"http://127.0.0.1:{dead_port()}",
-        oidc_client_id="x",
-        oidc_client_secret="y",
-        provider_timeout=2.0,
-        rate_limit_per_minute=0,
-    )
-    app = create_app(settings)
-    await app.startup()
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=settings.issuer) as http:
-            client = await http.post(
-                "/oauth/register",
-                json={
-                    "redirect_uris": ["http://127.0.0.1:5000/cb"],
-                    "token_endpoint_auth_method": "none",
-                },
-            )
-            query = {
-                "response_type": "code",
-                "client_id": client.json()["client_id"],
-                "code_challenge": Pkce.new().challenge,
-                "code_challenge_method": "S256",
-                "state": "s",
-            }
-            page = await http.get("/oauth/authorize", params=query)
-    finally:
-        await app.shutdown()
+    page, _ = await authorize_in_process(f"http://127.0.0.1:{dead_port()}", 2.0)
     assert page.status_code == 503
     assert page.headers["content-type"].startswith("text/html")
     assert "cannot be reached" in page.text
