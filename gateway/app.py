@@ -211,7 +211,7 @@ def _tool_refresher(settings: Settings, catalog: ToolCatalog) -> ToolRefresher:
 
 def _sessions(authorization: AuthorizationServer | None) -> Sessions | None:
     """Browser sessions of signed-in people (gateway.people), when sign-in is on."""
-    people = authorization.context.people if authorization and authorization.context else None
+    people = authorization.people if authorization is not None else None
     return people.sessions if people is not None else None
 
 

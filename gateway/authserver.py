@@ -11,7 +11,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,14 +33,23 @@ from gateway.errors import (
 from gateway.net import parse_networks
 from gateway.oauth import metadata
 from gateway.oauth.audit import log_refusal
-from gateway.oauth.authorize_http import AuthorizeHandler, ConsentHandler
-from gateway.oauth.context import ClientResolver, Context
+from gateway.oauth.authorize_http import Approval, AuthorizeHandler, ConsentHandler
+from gateway.oauth.client_auth import ClientAuthenticator
+from gateway.oauth.clients import ClientFinder, ClientResolver
 from gateway.oauth.cors import PublicCorsMiddleware
 from gateway.oauth.dcr import ClientConfigurationHandler, ClientInfoHandler, RegisterHandler
+from gateway.oauth.events import TokenEvents, no_events
 from gateway.oauth.introspection import IntrospectHandler
 from gateway.oauth.revocation import RevocationCache, Revoker, max_staleness
 from gateway.oauth.revoke import RevokeHandler
-from gateway.oauth.token import TokenHandler
+from gateway.oauth.throttle import PeerLimit
+from gateway.oauth.token import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    Grant,
+    RefreshTokenGrant,
+    TokenHandler,
+)
 from gateway.oauth.tokens import TokenService
 from gateway.observability.instrument import MeasuredResolver, measured_store
 from gateway.observability.metrics import Metrics
@@ -49,6 +58,9 @@ from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.factory import open_store
+
+if TYPE_CHECKING:
+    from gateway.people.flow import People
 
 __all__ = [
     "AuthorizationServer",
@@ -84,7 +96,9 @@ class AuthorizationServer:
     app: ASGIApp
     revocations: RevocationCache
     store: Store
-    context: Context | None = None
+    clock: Callable[[], float] = time.time
+    # Sign-in through an identity provider (MCP_OAUTH_CONSENT=oidc|github), else None.
+    people: People | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -108,11 +122,10 @@ class AuthorizationServer:
         await self.store.close()
 
     async def _maintain(self) -> None:
-        clock = self.context.clock if self.context else time.time
         while True:
             await asyncio.sleep(MAINTENANCE_SECONDS)
             try:
-                now = clock()
+                now = self.clock()
                 await self.store.prune(now)
                 await self.store.prune_unused_clients(now - UNUSED_CLIENT_TTL)
             except Exception:
@@ -128,6 +141,8 @@ def build_authorization_server(
     clock: Callable[[], float] = time.time,
     metrics: Metrics | None = None,
 ) -> AuthorizationServer:
+    """The one place the authorization server is wired: each handler gets what it uses,
+    and nothing else."""
     if settings.consent == "auto" and not settings.issuer_is_loopback:
         logger.warning(
             "MCP_OAUTH_CONSENT=auto on a non-loopback issuer (%s): every authorization "
@@ -147,22 +162,28 @@ def build_authorization_server(
     cache = RevocationCache(
         store, clock=clock, max_staleness=max_staleness(REVOCATION_REFRESH_SECONDS)
     )
-    ctx = Context(
-        settings=settings,
+    shared = _Shared(
         store=store,
         tokens=tokens,
         revocations=cache,
         revoker=Revoker(store, cache, access_ttl=tokens.ttl, clock=clock),
-        limiter=RateLimiter(store, settings.rate_limit_per_minute, clock=clock),
-        resolver=client_resolver if settings.cimd_enabled else None,
+        limit=PeerLimit(
+            RateLimiter(store, settings.rate_limit_per_minute, clock=clock),
+            parse_networks(settings.trusted_proxies),
+        ),
+        find_client=ClientFinder(store, client_resolver if settings.cimd_enabled else None),
+        approval=Approval(store, settings.issuer, settings.code_ttl, clock),
+        on_token=metrics.token if metrics is not None else no_events,
         clock=clock,
-        trusted_proxies=parse_networks(settings.trusted_proxies),
-        on_token=metrics.token if metrics is not None else None,
     )
+    people = None
     if settings.consent in ("oidc", "github"):
-        closers.append(_people(ctx, clock))
+        people, close = _people(settings, shared)
+        closers.append(close)
     app = Starlette(
-        routes=routes(ctx) + people_routes(ctx),
+        routes=metadata_routes(settings, tokens, cimd=shared.find_client.resolver is not None)
+        + routes(settings, shared, people)
+        + people_routes(people),
         exception_handlers={
             GatewayError: _gateway_error,
             InternalError: _server_error,
@@ -176,24 +197,40 @@ def build_authorization_server(
         app=PublicCorsMiddleware(app, _public_cors),
         revocations=cache,
         store=store,
-        context=ctx,
+        clock=clock,
+        people=people,
         closers=closers,
     )
 
 
-def routes(ctx: Context) -> list[BaseRoute]:
-    settings = ctx.settings
-    cimd = ctx.resolver is not None
-    algorithm = ctx.tokens.ring.active.algorithm
+@dataclass(frozen=True)
+class _Shared:
+    """The parts several handlers use, built once per server; handlers are given the
+    ones they use, never this record."""
+
+    store: Store
+    tokens: TokenService
+    revocations: RevocationCache
+    revoker: Revoker
+    limit: PeerLimit
+    find_client: ClientFinder
+    approval: Approval
+    on_token: TokenEvents
+    clock: Callable[[], float]
+
+    @property
+    def authenticate(self) -> ClientAuthenticator:
+        return ClientAuthenticator(self.find_client, self.clock)
+
+
+def metadata_routes(settings: Settings, tokens: TokenService, *, cimd: bool) -> list[BaseRoute]:
+    """The discovery documents and the JWKS: fixed bytes, built once."""
+    algorithm = tokens.ring.active.algorithm
     as_doc = _json(metadata.authorization_server_metadata(settings, cimd=cimd))
     oidc_doc = _json(metadata.openid_configuration(settings, cimd=cimd, algorithm=algorithm))
     prm_doc = _json(metadata.protected_resource_metadata(settings))
     root_prm_doc = _json(metadata.protected_resource_metadata(settings, root=True))
-    jwks = _json(ctx.tokens.ring.jwks())
-    # Bound methods: Starlette treats a callable instance as a raw ASGI app.
-    register = RegisterHandler(ctx).__call__
-    authorize = AuthorizeHandler(ctx).__call__
-    token = TokenHandler(ctx).__call__
+    jwks = _json(tokens.ring.jwks())
     get = ["GET"]
     return [
         Route("/.well-known/oauth-authorization-server", as_doc, methods=get),
@@ -204,31 +241,143 @@ def routes(ctx: Context) -> list[BaseRoute]:
         Route("/.well-known/oauth-protected-resource/mcp", prm_doc, methods=get),
         Route(metadata.JWKS_PATH, jwks, methods=get),
         Route("/.well-known/jwks.json", jwks, methods=get),
-        Route("/oauth/register", register, methods=["POST"]),
-        Route("/register", register, methods=["POST"]),
-        Route(
-            "/oauth/register/{client_id}",
-            ClientConfigurationHandler(ctx).__call__,
-            methods=["GET", "PUT", "DELETE"],
-        ),
-        Route("/oauth/clients/{client_id}", ClientInfoHandler(ctx).__call__, methods=get),
-        Route("/oauth/authorize", authorize, methods=get),
-        Route("/authorize", authorize, methods=get),
-        Route("/oauth/authorize/consent", ConsentHandler(ctx).__call__, methods=["POST"]),
-        Route("/oauth/token", token, methods=["POST"]),
-        Route("/token", token, methods=["POST"]),
-        Route("/oauth/revoke", RevokeHandler(ctx).__call__, methods=["POST"]),
-        Route("/oauth/introspect", IntrospectHandler(ctx).__call__, methods=["POST"]),
     ]
 
 
-def _people(ctx: Context, clock: Callable[[], float]) -> Callable[[], Awaitable[None]]:
-    """Sign-in through an identity provider (gateway.people) on the context; its closer."""
+def grants(settings: Settings, shared: _Shared, people: People | None) -> dict[str, Grant]:
+    """The token endpoint's grant types, by `grant_type` (docs/architecture.md: where to
+    add one)."""
+    s = shared
+    resource, issuer = settings.resource, settings.issuer
+    return {
+        "authorization_code": AuthorizationCodeGrant(
+            s.store,
+            s.revoker,
+            s.tokens,
+            resource,
+            issuer,
+            refresh_ttl=settings.refresh_token_ttl,
+            people=people,
+            clock=s.clock,
+        ),
+        "refresh_token": RefreshTokenGrant(
+            s.store,
+            s.revoker,
+            s.revocations,
+            s.tokens,
+            resource,
+            issuer,
+            refresh_ttl=settings.refresh_token_ttl,
+            grace=settings.refresh_grace_seconds,
+            people=people,
+            clock=s.clock,
+        ),
+        "client_credentials": ClientCredentialsGrant(s.tokens, resource, issuer),
+    }
+
+
+def routes(settings: Settings, shared: _Shared, people: People | None) -> list[BaseRoute]:
+    s = shared
+    body = settings.max_form_bytes
+    # Bound methods: Starlette treats a callable instance as a raw ASGI app.
+    register = RegisterHandler(
+        s.limit,
+        s.store,
+        s.revoker,
+        settings.issuer,
+        api_key=settings.api_key,
+        registration_key=settings.dcr_registration_key,
+        allowed_schemes=settings.allowed_redirect_schemes,
+        max_body=body,
+        max_clients=settings.max_clients,
+        clock=s.clock,
+    ).__call__
+    configuration = ClientConfigurationHandler(
+        s.limit,
+        s.store,
+        s.revoker,
+        settings.issuer,
+        allowed_schemes=settings.allowed_redirect_schemes,
+        max_body=body,
+    ).__call__
+    info = ClientInfoHandler(s.limit, s.store, api_key=settings.api_key).__call__
+    authorize = AuthorizeHandler(
+        s.limit,
+        s.find_client,
+        s.store,
+        s.approval,
+        resource=settings.resource,
+        issuer=settings.issuer,
+        code_ttl=settings.code_ttl,
+        auto=settings.consent == "auto",
+        sign_in=people,
+        clock=s.clock,
+    ).__call__
+    consent = ConsentHandler(
+        s.limit,
+        body,
+        s.store,
+        s.find_client,
+        s.approval,
+        api_key=settings.api_key,
+        sign_in=people,
+        clock=s.clock,
+    ).__call__
+    token = TokenHandler(
+        s.limit,
+        body,
+        s.authenticate,
+        grants(settings, s, people),
+        s.revocations,
+        s.store,
+        on_token=s.on_token,
+        clock=s.clock,
+    ).__call__
+    revoke = RevokeHandler(
+        s.limit,
+        body,
+        s.authenticate,
+        s.store,
+        s.tokens,
+        s.revoker,
+        resource=settings.resource,
+        on_token=s.on_token,
+        clock=s.clock,
+    ).__call__
+    introspect = IntrospectHandler(
+        s.limit,
+        body,
+        s.authenticate,
+        api_key=settings.api_key,
+        tokens=s.tokens,
+        revocations=s.revocations,
+        refresh_tokens=s.store,
+        resource=settings.resource,
+        issuer=settings.issuer,
+        clock=s.clock,
+    ).__call__
+    return [
+        Route("/oauth/register", register, methods=["POST"]),
+        Route("/register", register, methods=["POST"]),
+        Route("/oauth/register/{client_id}", configuration, methods=["GET", "PUT", "DELETE"]),
+        Route("/oauth/clients/{client_id}", info, methods=["GET"]),
+        Route("/oauth/authorize", authorize, methods=["GET"]),
+        Route("/authorize", authorize, methods=["GET"]),
+        Route("/oauth/authorize/consent", consent, methods=["POST"]),
+        Route("/oauth/token", token, methods=["POST"]),
+        Route("/token", token, methods=["POST"]),
+        Route("/oauth/revoke", revoke, methods=["POST"]),
+        Route("/oauth/introspect", introspect, methods=["POST"]),
+    ]
+
+
+def _people(settings: Settings, shared: _Shared) -> tuple[People, Callable[[], Awaitable[None]]]:
+    """Sign-in through an identity provider (gateway.people), and its closer."""
     from gateway.people.flow import People
     from gateway.people.identity import Admission
     from gateway.people.session import Sessions
 
-    settings = ctx.settings
+    clock = shared.clock
     provider: IdentityProvider
     if settings.consent == "github":
         from gateway.people.github import GithubProvider
@@ -249,14 +398,29 @@ def _people(ctx: Context, clock: Callable[[], float]) -> Callable[[], Awaitable[
             provider.label,
         )
     sessions = Sessions(
-        ctx.tokens, settings.issuer, settings.session_ttl, ctx.revocations.is_revoked
+        shared.tokens, settings.issuer, settings.session_ttl, shared.revocations.is_revoked
     )
-    ctx.people = People(ctx, provider, admission, sessions, clock=clock)
-    return provider.aclose
+    people = People(
+        provider,
+        admission,
+        sessions,
+        records=shared.store,
+        find_client=shared.find_client,
+        revoker=shared.revoker,
+        approval=shared.approval,
+        limit=shared.limit,
+        max_body=settings.max_form_bytes,
+        issuer=settings.issuer,
+        code_ttl=settings.code_ttl,
+        provider_timeout=settings.provider_timeout,
+        remember_ttl=settings.consent_remember_ttl,
+        refresh_ttl=settings.refresh_token_ttl,
+        clock=clock,
+    )
+    return people, provider.aclose
 
 
-def people_routes(ctx: Context) -> list[BaseRoute]:
-    people = ctx.people
+def people_routes(people: People | None) -> list[BaseRoute]:
     if people is None:
         return []
     return [

@@ -9,10 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import unquote_plus
+
+from starlette.requests import Request
 
 from gateway.errors import InvalidClient, InvalidRequest
 from gateway.models import Client
@@ -92,3 +95,16 @@ async def authenticate_client(
         raise InvalidClient("unknown client", headers=challenge)
     check_secret(client, credentials, now)
     return client
+
+
+@dataclass(frozen=True)
+class ClientAuthenticator:
+    """`await authenticate(request, form)`: the client the request's credentials prove,
+    or InvalidClient / InvalidRequest."""
+
+    find: ClientLookup
+    clock: Callable[[], float] = time.time
+
+    async def __call__(self, request: Request, form: Mapping[str, str]) -> Client:
+        authorization = request.headers.get("authorization")
+        return await authenticate_client(self.find, authorization, form, self.clock())

@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -31,10 +33,11 @@ from gateway.errors import (
 )
 from gateway.models import Client
 from gateway.oauth.audit import audit, peer
-from gateway.oauth.context import Context
 from gateway.oauth.forms import read_json_object
 from gateway.oauth.registration import client_document, client_from_metadata
-from gateway.store.base import hash_secret
+from gateway.oauth.revocation import Revoker
+from gateway.oauth.throttle import PeerLimit
+from gateway.store.base import ClientStore, hash_secret
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 # When the registry is full, never-used clients older than this make room.
@@ -57,31 +60,44 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
 
 
-def operator_credential(request: Request, ctx: Context) -> bool:
+def operator_credential(
+    request: Request, registration_key: str | None, api_key: str | None
+) -> bool:
     """The request carries the initial access token or the API key as Bearer."""
     token = bearer(request)
-    settings = ctx.settings
-    return same_secret(token, settings.dcr_registration_key) or same_secret(token, settings.api_key)
+    return same_secret(token, registration_key) or same_secret(token, api_key)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RegisterHandler:
-    ctx: Context
+    """`POST /oauth/register`; `registration_key` (MCP_DCR_REGISTRATION_KEY) closes it to
+    anyone without an operator credential."""
+
+    limit: PeerLimit
+    clients: ClientStore
+    revoker: Revoker
+    issuer: str
+    api_key: str | None
+    registration_key: str | None
+    allowed_schemes: tuple[str, ...]
+    max_body: int
+    max_clients: int
+    clock: Callable[[], float] = time.time
 
     async def __call__(self, request: Request) -> Response:
-        await self.ctx.limit("register", request)
-        trusted = operator_credential(request, self.ctx)
-        if self.ctx.settings.dcr_registration_key is not None and not trusted:
+        await self.limit("register", request)
+        trusted = operator_credential(request, self.registration_key, self.api_key)
+        if self.registration_key is not None and not trusted:
             raise InvalidToken(
                 "registration needs the initial access token", headers=BEARER_CHALLENGE
             )
-        data = await read_json_object(request, self.ctx.settings.max_form_bytes)
-        now = int(self.ctx.clock())
+        data = await read_json_object(request, self.max_body)
+        now = int(self.clock())
         client = client_from_metadata(
             data,
             client_id=f"mcp_client_{secrets.token_urlsafe(16)}",
             issued_at=now,
-            allowed_schemes=self.ctx.settings.allowed_redirect_schemes,
+            allowed_schemes=self.allowed_schemes,
             trusted=trusted,
         )
         secret = None if client.is_public else secrets.token_urlsafe(32)
@@ -100,7 +116,7 @@ class RegisterHandler:
             trusted,
             peer(request),
         )
-        body = configuration_document(self.ctx, client)
+        body = configuration_document(self.issuer, client)
         body["registration_access_token"] = registration_token
         if secret is not None:
             body["client_secret"] = secret
@@ -108,17 +124,17 @@ class RegisterHandler:
         return JSONResponse(body, status_code=201, headers=NO_STORE)
 
     async def _store(self, client: Client, now: int) -> None:
-        limit = self.ctx.settings.max_clients
-        if await self.ctx.store.add_client(client, limit=limit):
+        limit = self.max_clients
+        if await self.clients.add_client(client, limit=limit):
             return
-        await self.ctx.store.prune_unused_clients(now - UNUSED_CLIENT_GRACE)
-        if await self.ctx.store.add_client(client, limit=limit):
+        await self.clients.prune_unused_clients(now - UNUSED_CLIENT_GRACE)
+        if await self.clients.add_client(client, limit=limit):
             return
         # An anonymous registration may push out only a never-used registration (the
         # earliest): a flood of them must never evict a client that holds tokens or was
         # used; with none left to push out it is refused. Operator ones may take the
         # least recently used open client's place.
-        evicted = await self.ctx.store.evict_client(unused_only=not client.trusted)
+        evicted = await self.clients.evict_client(unused_only=not client.trusted)
         if evicted is None and not client.trusted:
             audit.warning("oauth client registry full: anonymous registration refused")
             raise TemporarilyUnavailable(
@@ -128,20 +144,20 @@ class RegisterHandler:
             )
         if evicted is not None:
             audit.warning("oauth client registry full: evicted %s (least recently used)", evicted)
-            await self.ctx.revoker.revoke_client(evicted)
-            if await self.ctx.store.add_client(client, limit=limit):
+            await self.revoker.revoke_client(evicted)
+            if await self.clients.add_client(client, limit=limit):
                 return
         raise TemporarilyUnavailable("the client registry is full; try again later")
 
 
-def configuration_document(ctx: Context, client: Client) -> dict[str, object]:
-    uri = f"{ctx.settings.issuer}/oauth/register/{client.client_id}"
+def configuration_document(issuer: str, client: Client) -> dict[str, object]:
+    uri = f"{issuer}/oauth/register/{client.client_id}"
     return {**client_document(client), "registration_client_uri": uri}
 
 
-async def client_for_token(ctx: Context, request: Request) -> Client:
+async def client_for_token(clients: ClientStore, request: Request) -> Client:
     """RFC 7592 §3: the client named in the path, if the registration token is its own."""
-    client = await ctx.store.get_client(request.path_params["client_id"])
+    client = await clients.get_client(request.path_params["client_id"])
     token = bearer(request)
     if client is None or client.registration_token_hash is None or token is None:
         raise InvalidToken(
@@ -154,32 +170,39 @@ async def client_for_token(ctx: Context, request: Request) -> Client:
     return client
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClientConfigurationHandler:
-    ctx: Context
+    """RFC 7592 read, update and delete at `/oauth/register/{client_id}`."""
+
+    limit: PeerLimit
+    clients: ClientStore
+    revoker: Revoker
+    issuer: str
+    allowed_schemes: tuple[str, ...]
+    max_body: int
 
     async def __call__(self, request: Request) -> Response:
-        await self.ctx.limit("client-config", request)
-        client = await client_for_token(self.ctx, request)
+        await self.limit("client-config", request)
+        client = await client_for_token(self.clients, request)
         if request.method == "DELETE":
             # RFC 7592 §2.3: the client's grants and tokens go with it.
-            await self.ctx.store.delete_client(client.client_id)
-            await self.ctx.revoker.revoke_client(client.client_id)
+            await self.clients.delete_client(client.client_id)
+            await self.revoker.revoke_client(client.client_id)
             audit.info("oauth client deleted: %s from %s", client.client_id, peer(request))
             return Response(status_code=204, headers=NO_STORE)
         if request.method == "PUT":
             client = await self._update(request, client)
-        return JSONResponse(configuration_document(self.ctx, client), headers=NO_STORE)
+        return JSONResponse(configuration_document(self.issuer, client), headers=NO_STORE)
 
     async def _update(self, request: Request, client: Client) -> Client:
-        data = await read_json_object(request, self.ctx.settings.max_form_bytes)
+        data = await read_json_object(request, self.max_body)
         if data.get("client_id") != client.client_id:
             raise InvalidClientMetadata("client_id must match the client being updated")
         updated = client_from_metadata(
             data,
             client_id=client.client_id,
             issued_at=client.client_id_issued_at,
-            allowed_schemes=self.ctx.settings.allowed_redirect_schemes,
+            allowed_schemes=self.allowed_schemes,
             trusted=client.trusted,
         )
         if updated.is_public != client.is_public:
@@ -192,25 +215,27 @@ class ClientConfigurationHandler:
             client_secret_expires_at=client.client_secret_expires_at,
             registration_token_hash=client.registration_token_hash,
         )
-        await self.ctx.store.replace_client(updated)
+        await self.clients.replace_client(updated)
         return updated
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClientInfoHandler:
     """The seed's debugging endpoint; secrets are never shown."""
 
-    ctx: Context
+    limit: PeerLimit
+    clients: ClientStore
+    api_key: str | None
 
     async def __call__(self, request: Request) -> Response:
-        await self.ctx.limit("client-config", request)
+        await self.limit("client-config", request)
         token = bearer(request)
-        if same_secret(token, self.ctx.settings.api_key):
-            client = await self.ctx.store.get_client(request.path_params["client_id"])
+        if same_secret(token, self.api_key):
+            client = await self.clients.get_client(request.path_params["client_id"])
             if client is None:
                 raise NotFound("no such client")
         else:
-            client = await client_for_token(self.ctx, request)
+            client = await client_for_token(self.clients, request)
         body = client_document(client)
         body["has_client_secret"] = client.client_secret_hash is not None
         body["operator_registered"] = client.trusted

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from gateway.models import Client
-from gateway.oauth.context import ClientResolver
+from gateway.oauth.clients import ClientResolver
 from gateway.observability.metrics import Metrics
 from gateway.store.base import Store
 

@@ -29,10 +29,12 @@ from gateway.errors import NO_STORE, AccessDenied, InvalidGrant
 from gateway.models import Client
 from gateway.oauth.audit import audit
 from gateway.oauth.authorize import RESOURCE_OWNER
-from gateway.oauth.authorize_http import approve, ask_consent, error_redirect
-from gateway.oauth.context import Context
+from gateway.oauth.authorize_http import Approval
+from gateway.oauth.client_auth import ClientLookup
+from gateway.oauth.forms import read_form
 from gateway.oauth.revocation import Revoker
 from gateway.oauth.scopes import format_scope, parse_scope
+from gateway.oauth.throttle import PeerLimit
 from gateway.oauth.tokens import AccessToken, Person
 from gateway.people import pages
 from gateway.people.identity import Admission, SignedIn
@@ -75,17 +77,32 @@ def grant_key(subject: str, client_id: str) -> str:
     return f"{subject}{SEP}{client_id}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class People:
-    ctx: Context
+    """Built by gateway.authserver when MCP_OAUTH_CONSENT is oidc or github. `issuer`,
+    `code_ttl` (a sign-in in progress lives as long as a code), `provider_timeout`,
+    `remember_ttl` (MCP_OAUTH_CONSENT_REMEMBER_DAYS) and `refresh_ttl` come from the
+    settings."""
+
     provider: IdentityProvider
     admission: Admission
     sessions: Sessions
+    records: RecordStore
+    find_client: ClientLookup
+    revoker: Revoker
+    approval: Approval
+    limit: PeerLimit
+    max_body: int
+    issuer: str
+    code_ttl: int
+    provider_timeout: float
+    remember_ttl: int
+    refresh_ttl: int
     clock: Callable[[], float] = time.time
 
     @property
     def callback_uri(self) -> str:
-        return f"{self.ctx.settings.issuer}/oauth/callback"
+        return f"{self.issuer}/oauth/callback"
 
     # the authorization request
 
@@ -102,7 +119,7 @@ class People:
     async def login(self, request: Request) -> Response:
         """GET /oauth/login?return_to=/path: sign in for the gateway's own pages."""
         # Each call may store a sign-in in progress, like /oauth/authorize: same budget.
-        await self.ctx.limit("authorize", request)
+        await self.limit("authorize", request)
         target = request.query_params.get("return_to", "/oauth/apps")
         if not target.startswith("/") or target.startswith("//") or "\\" in target:
             target = "/oauth/apps"
@@ -122,9 +139,9 @@ class People:
         except ProviderError as exc:
             logger.warning("sign-in provider unavailable: %s", exc.message)
             return pages.trouble(exc.message, status=503, provider=self.provider.label)
-        ttl = self.ctx.settings.code_ttl
+        ttl = self.code_ttl
         record = {**data, "nonce": nonce, "verifier": verifier, "binding": hash_secret(binding)}
-        await self.ctx.store.put_record(
+        await self.records.put_record(
             SIGNIN, hash_secret(state), record, self.clock() + ttl, limit=MAX_SIGNINS
         )
         response = RedirectResponse(url, 302, headers=NO_STORE)
@@ -134,12 +151,12 @@ class People:
     # the provider's answer
 
     async def callback(self, request: Request) -> Response:
-        await self.ctx.limit("authorize", request)
+        await self.limit("authorize", request)
         query = request.query_params
         state = query.get("state")
         if not state or len(query.getlist("state")) != 1:
             return pages.bad_callback("the provider's answer has no state")
-        record = await self.ctx.store.take_record(SIGNIN, hash_secret(state), self.clock())
+        record = await self.records.take_record(SIGNIN, hash_secret(state), self.clock())
         if record is None:
             audit.warning("sign-in callback with an unknown, used or expired state")
             return pages.bad_callback("it is unknown, already used or expired (state)")
@@ -148,7 +165,7 @@ class People:
             audit.warning("sign-in callback from a browser that did not start it")
             return pages.bad_callback("it was started in another browser")
         pending = _pending_from(record.get("pending"))
-        client = await self.ctx.find_client(pending.client_id) if pending else None
+        client = await self.find_client(pending.client_id) if pending else None
         if pending is not None and client is None:
             return pages.bad_callback("the application no longer exists")
         if "error" in query:
@@ -181,12 +198,12 @@ class People:
             back = None
             if pending is not None:
                 denied = AccessDenied(f"the gateway does not admit this person: {reason}")
-                back = error_redirect(self.ctx, pending.redirect_uri, denied, pending.state)
+                back = self.approval.error_redirect(pending.redirect_uri, denied, pending.state)
             location = back.headers["location"] if back is not None else None
             name = (client.client_name or client.client_id) if client else None
             return pages.refused(who.label, reason, location, name, cookies)
         scopes = self.admission.scopes(who)
-        await self.ctx.store.put_record(
+        await self.records.put_record(
             PERSON,
             who.subject,
             {**who.to_json(), "signed_in_at": self.clock()},
@@ -207,7 +224,7 @@ class People:
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         """`call` within PROVIDER_CALLS provider timeouts in all; ProviderError after."""
-        budget = self.ctx.settings.provider_timeout * PROVIDER_CALLS
+        budget = self.provider_timeout * PROVIDER_CALLS
         try:
             async with asyncio.timeout(budget):
                 return await call
@@ -221,7 +238,7 @@ class People:
         if pending is None:
             return pages.bad_callback(f"the provider refused the sign-in ({error[:64]})")
         denied = AccessDenied("sign-in at the identity provider was cancelled or refused")
-        return error_redirect(self.ctx, pending.redirect_uri, denied, pending.state)
+        return self.approval.error_redirect(pending.redirect_uri, denied, pending.state)
 
     # consent
 
@@ -231,14 +248,14 @@ class People:
         allowed = parse_scope(pending.scope) & self.admission.scopes(who)
         if not allowed:
             denied = AccessDenied("you may not hold any of the requested scopes")
-            return error_redirect(self.ctx, pending.redirect_uri, denied, pending.state)
+            return self.approval.error_redirect(pending.redirect_uri, denied, pending.state)
         mine = PendingConsent(
             **{**asdict(pending), "scope": format_scope(allowed), "subject": who.subject}
         )
         if await self._remembered(who.subject, client.client_id, allowed):
             audit.info("remembered consent: subject=%s client=%s", who.subject, client.client_id)
-            return await approve(self.ctx, mine)
-        return await ask_consent(self.ctx, client, mine, person=who.label)
+            return await self.approval.approve(mine, self.granted)
+        return await self.approval.ask(client, mine, person=who.label)
 
     async def approve_signed_in(
         self, request: Request, client: Client, pending: PendingConsent
@@ -247,13 +264,13 @@ class People:
         session = self.sessions.read(request.headers.get("cookie"))
         if session is None or session.subject != pending.subject:
             return pages.bad_callback("you are not signed in as the person this page was for")
-        return await approve(self.ctx, pending)
+        return await self.approval.approve(pending, self.granted)
 
     async def _remembered(self, subject: str, client_id: str, scopes: frozenset[str]) -> bool:
-        remember = self.ctx.settings.consent_remember_ttl
+        remember = self.remember_ttl
         if remember <= 0:
             return False
-        grant = await self.ctx.store.get_record(GRANT, grant_key(subject, client_id), self.clock())
+        grant = await self.records.get_record(GRANT, grant_key(subject, client_id), self.clock())
         if grant is None:
             return False
         fresh = float(grant.get("approved_at", 0)) + remember > self.clock()
@@ -264,11 +281,11 @@ class People:
         assert pending.subject is not None
         key = grant_key(pending.subject, pending.client_id)
         now = self.clock()
-        old = await self.ctx.store.get_record(GRANT, key, now) or {}
-        client = await self.ctx.find_client(pending.client_id)
+        old = await self.records.get_record(GRANT, key, now) or {}
+        client = await self.find_client(pending.client_id)
         families = [*old.get("families", []), code.family]
         for dropped in families[:-MAX_FAMILIES]:
-            await self.ctx.revoker.revoke_family(dropped)
+            await self.revoker.revoke_family(dropped)
         remembered = old.get("approved_at") if old.get("scope") == pending.scope else None
         grant = {
             "subject": pending.subject,
@@ -278,13 +295,12 @@ class People:
             "families": families[-MAX_FAMILIES:],
             "approved_at": remembered or now,
         }
-        await self.ctx.store.put_record(GRANT, key, grant, now + self._grant_ttl())
+        await self.records.put_record(GRANT, key, grant, now + self._grant_ttl())
 
     def _grant_ttl(self) -> float:
         """A grant lives as long as its person's record can (it is not renewed by use:
         see GRANT_USED); past that the person signs in and approves again."""
-        settings = self.ctx.settings
-        return max(settings.refresh_token_ttl, settings.consent_remember_ttl, PERSON_TTL)
+        return max(self.refresh_ttl, self.remember_ttl, PERSON_TTL)
 
     # the token endpoint
 
@@ -309,23 +325,21 @@ class People:
         if not allowed:
             raise InvalidGrant("this person may no longer hold any of the granted scopes")
         key = grant_key(subject, client_id)
-        grant = await self.ctx.store.get_record(GRANT, key, self.clock())
+        grant = await self.records.get_record(GRANT, key, self.clock())
         if grant is None or family not in grant.get("families", []):
             raise InvalidGrant("this application's access has been revoked")
         now = self.clock()
-        await self.ctx.store.put_record(
-            GRANT_USED, key, {"last_used": now}, now + self._grant_ttl()
-        )
+        await self.records.put_record(GRANT_USED, key, {"last_used": now}, now + self._grant_ttl())
         return self.admission.person(who), allowed
 
     async def _person_family(self, subject: str, client_id: str, family: str) -> bool:
         """Whether a person's approval issued this grant family: a person whose provider
         subject was the operator's (before such people were refused) is not the operator."""
-        grant = await self.ctx.store.get_record(GRANT, grant_key(subject, client_id), self.clock())
+        grant = await self.records.get_record(GRANT, grant_key(subject, client_id), self.clock())
         return grant is not None and family in grant.get("families", [])
 
     async def _person(self, subject: str) -> SignedIn | None:
-        data = await self.ctx.store.get_record(PERSON, subject, self.clock())
+        data = await self.records.get_record(PERSON, subject, self.clock())
         return SignedIn.from_json(data) if data is not None else None
 
     # connected apps and sign-out
@@ -339,16 +353,16 @@ class People:
         if self.clock() - session.issued_at > self.sessions.ttl / 2:
             session, cookie = await self._rotate(session)
             cookies.append(cookie)
-        grants = [g for _, g in await list_grants(self.ctx.store, session.subject)]
+        grants = [g for _, g in await list_grants(self.records, session.subject)]
         return pages.apps_page(_label(session), grants, _csrf(session), cookies)
 
     async def revoke_app(self, request: Request) -> Response:
         session = self._unsafe_session(request)
-        form = await self.ctx.form(request)
+        form = await read_form(request, self.max_body)
         if session is None or form.get("csrf") != _csrf(session):
             return pages.bad_callback("the request did not come from your connected-apps page")
         client_id = form.get("client_id", "")
-        revoked = await revoke_grant(self.ctx.store, self.ctx.revoker, session.subject, client_id)
+        revoked = await revoke_grant(self.records, self.revoker, session.subject, client_id)
         audit.info(
             "connected app revoked by the person: subject=%s client=%s found=%s",
             session.subject,
@@ -365,11 +379,11 @@ class People:
             return pages.logout_form(_csrf(session))
         if not self._same_origin(request):
             return pages.bad_callback("the sign-out did not come from this gateway's page")
-        form = await self.ctx.form(request)
+        form = await read_form(request, self.max_body)
         if session is not None:
             if form.get("csrf") != _csrf(session):
                 return pages.bad_callback("the sign-out did not come from this gateway's page")
-            await self.ctx.revoker.revoke_access(session)
+            await self.revoker.revoke_access(session)
             audit.info("person signed out: subject=%s", session.subject)
         return pages.signed_out([clear_cookie(SESSION_COOKIE)])
 
@@ -377,7 +391,7 @@ class People:
         """An unsafe request from this gateway's own pages (or a client sending no
         Origin, which browsers always send on POST)."""
         origin = request.headers.get("origin")
-        return origin is None or origin == self.ctx.settings.issuer
+        return origin is None or origin == self.issuer
 
     def _unsafe_session(self, request: Request) -> AccessToken | None:
         if not self._same_origin(request):
@@ -387,7 +401,7 @@ class People:
     async def _rotate(self, session: AccessToken) -> tuple[AccessToken, str]:
         person = session.person or Person()
         value, cookie = self.sessions.issue(session.subject, person, session.scopes)
-        await self.ctx.revoker.revoke_access(session)
+        await self.revoker.revoke_access(session)
         fresh = self.sessions.read(f"{SESSION_COOKIE}={value}")
         assert fresh is not None
         return fresh, cookie

@@ -885,10 +885,9 @@ async def test_cimd_stored_documents_are_no_clients_once_cimd_is_off() -> None:
     await gateway.startup()
     try:
         assert gateway.authorization is not None
-        assert gateway.authorization.context is not None
         url = "https://app.example/client.json"
         stored = client_from_document(url, doc(url, redirect_uris=["https://app.example/cb"]))
-        assert await gateway.authorization.context.store.add_client(stored, limit=10)
+        assert await gateway.authorization.store.add_client(stored, limit=10)
         transport = httpx.ASGITransport(app=gateway)
         async with httpx.AsyncClient(transport=transport, base_url=settings.issuer) as http:
             page = await http.get(

@@ -141,7 +141,7 @@ async def test_a_refresh_racing_the_revocation_does_not_bring_the_grant_back(
     await gateway.startup()
     try:
         people = people_of(gateway)
-        store, now = people.ctx.store, time.time()
+        store, now = people.records, time.time()
         resurrected = 0
         for attempt in range(20):
             subject, client_id = f"p{attempt}", "client-1"
@@ -152,7 +152,7 @@ async def test_a_refresh_racing_the_revocation_does_not_bring_the_grant_back(
 
             async def revoke(after: float, subject: str = subject) -> bool:
                 await asyncio.sleep(after)  # the click lands anywhere in the refresh
-                return await revoke_grant(store, people.ctx.revoker, subject, "client-1")
+                return await revoke_grant(store, people.revoker, subject, "client-1")
 
             await asyncio.gather(
                 people.token_person(subject, client_id, "f", frozenset({"read"})),
@@ -172,7 +172,7 @@ async def test_an_unverified_email_is_not_passed_on_to_the_backend(
     editable `email`): tokens and X-Auth-Email must not name that address."""
     gateway, clock = app
     people = people_of(gateway)  # type: ignore[arg-type]
-    store, now = people.ctx.store, clock()  # type: ignore[operator]
+    store, now = people.records, clock()  # type: ignore[operator]
     for subject, verified in (("eve", None), ("ann", True)):
         who = {"subject": subject, "email": f"{subject}@victim.test", "email_verified": verified}
         await store.put_record(PERSON, subject, who, now + 3600)

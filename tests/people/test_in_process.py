@@ -46,8 +46,7 @@ async def app() -> AsyncIterator[tuple[Gateway, Clock]]:
 
 def people_of(gateway: Gateway) -> People:
     assert gateway.authorization is not None
-    assert gateway.authorization.context is not None
-    people = gateway.authorization.context.people
+    people = gateway.authorization.people
     assert people is not None
     return people
 
@@ -62,7 +61,7 @@ async def test_session_rotates_past_half_its_life_and_the_old_one_dies(
     gateway, clock = app
     people = people_of(gateway)
     value, _ = people.sessions.issue("p1", Person(email="p@example.com"), frozenset({"read"}))
-    await people.ctx.store.put_record(
+    await people.records.put_record(
         "person", "p1", {"subject": "p1", "email": "p@example.com"}, clock.now + 86400
     )
     old = {"Cookie": f"__Host-mgw-session={value}"}

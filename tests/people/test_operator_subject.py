@@ -36,9 +36,8 @@ async def people() -> AsyncIterator[People]:
     gateway: Gateway = create_app(settings)
     await gateway.startup()
     assert gateway.authorization is not None
-    assert gateway.authorization.context is not None
-    assert gateway.authorization.context.people is not None
-    yield gateway.authorization.context.people
+    assert gateway.authorization.people is not None
+    yield gateway.authorization.people
     await gateway.shutdown()
 
 
@@ -64,7 +63,7 @@ async def test_a_persons_grant_under_the_operators_subject_is_not_the_operators(
 ) -> None:
     """Signed in before the refusal (sub `user`), the person's record since lapsed: the
     grant they approved must not pass as the operator's, whose checks are none."""
-    store, now = people.ctx.store, people.clock()
+    store, now = people.records, people.clock()
     key = grant_key(RESOURCE_OWNER, "c1")
     grant = {"subject": RESOURCE_OWNER, "client_id": "c1", "scope": "read write"}
     await store.put_record(GRANT, key, {**grant, "families": ["fam-p"]}, now + 3600)
@@ -77,7 +76,7 @@ async def test_a_persons_grant_under_the_operators_subject_is_not_the_operators(
 async def test_a_signed_in_person_named_like_the_operator_is_refused_at_the_token_endpoint(
     people: People,
 ) -> None:
-    store, now = people.ctx.store, people.clock()
+    store, now = people.records, people.clock()
     who = SignedIn(RESOURCE_OWNER, "alice@example.com", True)
     await store.put_record("person", RESOURCE_OWNER, who.to_json(), now + 3600)
     families = {"families": ["fam-p"], "scope": "read"}
