@@ -3,6 +3,10 @@
 The environment names of the seed document are kept (`MCP_OAUTH_*`, `MCP_HTTPS_*`,
 `MCP_SSL_*`, `MCP_API_KEY`); a flag wins over the environment. Validation happens
 here, at start-up, so a bad value stops the process with a clear message.
+
+Every default is written once, on the `Settings` class; reading the environment takes
+an unset variable's value from `_DEFAULT` (the class defaults), converted to the
+variable's unit where it has one (minutes, days).
 """
 
 from __future__ import annotations
@@ -25,17 +29,38 @@ STORAGE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
+# The listener's defaults, which the default issuer and storage are derived from.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_HTTPS_PORT = 8443
+DEFAULT_STATE_DIR = Path("state")
 
 
 class SettingsError(InternalError, ValueError):
     """A configuration value is missing, malformed or inconsistent."""
 
 
+def derive_issuer(https: bool, host: str, port: int) -> str:
+    """The issuer when none is configured: never from a request's Host header."""
+    scheme = "https" if https else "http"
+    wildcard = {"0.0.0.0", "::", "127.0.0.1", "localhost", ""}  # noqa: S104
+    name = "localhost" if host in wildcard else host
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    default_port = 443 if https else 80
+    return f"{scheme}://{name}" if port == default_port else f"{scheme}://{name}:{port}"
+
+
+def sqlite_storage(state_dir: Path) -> str:
+    """The storage when none is configured: a SQLite file in the state directory."""
+    return f"sqlite:///{state_dir / 'oauth.db'}"
+
+
 @dataclass(frozen=True)
 class Settings:
     oauth_enabled: bool = True
     secret_key: str | None = field(default=None, repr=False)
-    issuer: str = "http://localhost:8000"
+    issuer: str = derive_issuer(False, DEFAULT_HOST, DEFAULT_PORT)
     access_token_ttl: int = 3600
     code_ttl: int = 600
     refresh_token_ttl: int = 30 * 24 * 3600
@@ -44,12 +69,12 @@ class Settings:
     cert_file: Path | None = None
     key_file: Path | None = None
     api_key: str | None = field(default=None, repr=False)
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     upstream: str = "http://127.0.0.1:8001"
-    state_dir: Path = Path("state")
+    state_dir: Path = DEFAULT_STATE_DIR
     # repr=False: a Redis URL may carry its password; secrets never show in repr/str.
-    storage: str = field(default="sqlite:///state/oauth.db", repr=False)
+    storage: str = field(default=sqlite_storage(DEFAULT_STATE_DIR), repr=False)
     consent: ConsentMode = "auto"
     dcr_registration_key: str | None = field(default=None, repr=False)
     policy_file: Path | None = None
@@ -130,12 +155,20 @@ class Settings:
         return _build(env, dict(overrides or {}))
 
 
+_DEFAULT = Settings()
+MINUTE, DAY = 60, 86400
+
+
 def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
     reader = _Reader(env, flags)
-    https = reader.boolean("https_enabled", "MCP_HTTPS_ENABLED", False)
-    host = reader.text("host", "MCP_HTTP_HOST") or "127.0.0.1"
-    port = reader.integer("port", "MCP_HTTP_PORT", 8443 if https else 8000, low=1, high=65535)
-    state_dir = Path(reader.text("state_dir", "MCP_GATEWAY_STATE_DIR") or "state")
+    d = _DEFAULT
+    https = reader.boolean("https_enabled", "MCP_HTTPS_ENABLED", d.https_enabled)
+    host = reader.text("host", "MCP_HTTP_HOST") or d.host
+    port = reader.integer(
+        "port", "MCP_HTTP_PORT", DEFAULT_HTTPS_PORT if https else d.port, low=1, high=65535
+    )
+    named_dir = reader.text("state_dir", "MCP_GATEWAY_STATE_DIR")
+    state_dir = Path(named_dir) if named_dir else d.state_dir
     api_key = reader.text("api_key", "MCP_API_KEY")
     cert_file = reader.path("cert_file", "MCP_SSL_CERT_FILE")
     key_file = reader.path("key_file", "MCP_SSL_KEY_FILE")
@@ -155,19 +188,34 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
     if acme and redirect_port is None:
         redirect_port = 80  # HTTP-01 validation arrives on port 80
     settings = Settings(
-        oauth_enabled=reader.boolean("oauth_enabled", "MCP_OAUTH_ENABLED", True),
+        oauth_enabled=reader.boolean("oauth_enabled", "MCP_OAUTH_ENABLED", d.oauth_enabled),
         secret_key=reader.text("secret_key", "MCP_OAUTH_SECRET_KEY"),
         issuer=issuer,
-        access_token_ttl=60
-        * reader.integer("access_minutes", "MCP_OAUTH_ACCESS_TOKEN_EXPIRE_MINUTES", 60, low=1),
-        code_ttl=60
+        access_token_ttl=MINUTE
         * reader.integer(
-            "code_minutes", "MCP_OAUTH_AUTHORIZATION_CODE_EXPIRE_MINUTES", 10, low=1, high=60
+            "access_minutes",
+            "MCP_OAUTH_ACCESS_TOKEN_EXPIRE_MINUTES",
+            d.access_token_ttl // MINUTE,
+            low=1,
         ),
-        refresh_token_ttl=86400
-        * reader.integer("refresh_days", "MCP_OAUTH_REFRESH_TOKEN_EXPIRE_DAYS", 30, low=1),
+        code_ttl=MINUTE
+        * reader.integer(
+            "code_minutes",
+            "MCP_OAUTH_AUTHORIZATION_CODE_EXPIRE_MINUTES",
+            d.code_ttl // MINUTE,
+            low=1,
+            high=60,
+        ),
+        refresh_token_ttl=DAY
+        * reader.integer(
+            "refresh_days", "MCP_OAUTH_REFRESH_TOKEN_EXPIRE_DAYS", d.refresh_token_ttl // DAY, low=1
+        ),
         refresh_grace_seconds=reader.integer(
-            "refresh_grace", "MCP_OAUTH_REFRESH_GRACE_SECONDS", 10, low=0, high=300
+            "refresh_grace",
+            "MCP_OAUTH_REFRESH_GRACE_SECONDS",
+            d.refresh_grace_seconds,
+            low=0,
+            high=300,
         ),
         https_enabled=https,
         cert_file=cert_file,
@@ -175,11 +223,9 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
         api_key=api_key,
         host=host,
         port=port,
-        upstream=_upstream(reader.text("upstream", "MCP_GATEWAY_UPSTREAM")),
+        upstream=_upstream(reader.text("upstream", "MCP_GATEWAY_UPSTREAM") or d.upstream),
         state_dir=state_dir,
-        storage=_storage(
-            reader.text("storage", "MCP_OAUTH_STORAGE") or f"sqlite:///{state_dir / 'oauth.db'}"
-        ),
+        storage=_storage(reader.text("storage", "MCP_OAUTH_STORAGE") or sqlite_storage(state_dir)),
         consent=_consent(reader.text("consent", "MCP_OAUTH_CONSENT"), api_key, issuer),
         dcr_registration_key=reader.text("dcr_registration_key", "MCP_DCR_REGISTRATION_KEY"),
         policy_file=reader.path("policy_file", "MCP_GATEWAY_POLICY"),
@@ -188,39 +234,41 @@ def _build(env: Mapping[str, str], flags: dict[str, object]) -> Settings:
             s.lower().rstrip(":")
             for s in reader.words("redirect_schemes", "MCP_OAUTH_ALLOWED_REDIRECT_SCHEMES")
         ),
-        cimd_enabled=reader.boolean("cimd_enabled", "MCP_OAUTH_CIMD_ENABLED", True),
+        cimd_enabled=reader.boolean("cimd_enabled", "MCP_OAUTH_CIMD_ENABLED", d.cimd_enabled),
         cimd_allow_private=reader.boolean(
-            "cimd_allow_private", "MCP_OAUTH_CIMD_ALLOW_PRIVATE", False
+            "cimd_allow_private", "MCP_OAUTH_CIMD_ALLOW_PRIVATE", d.cimd_allow_private
         ),
         cimd_ca_file=reader.path("cimd_ca_file", "MCP_OAUTH_CIMD_CA_FILE"),
-        hsts=reader.boolean("hsts", "MCP_HTTPS_HSTS", False),
+        hsts=reader.boolean("hsts", "MCP_HTTPS_HSTS", d.hsts),
         http_redirect_port=redirect_port,
         rate_limit_per_minute=reader.integer(
-            "rate_limit", "MCP_OAUTH_RATE_LIMIT_PER_MINUTE", 60, low=0
+            "rate_limit", "MCP_OAUTH_RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute, low=0
         ),
-        max_clients=reader.integer("max_clients", "MCP_OAUTH_MAX_CLIENTS", 10_000, low=1),
+        max_clients=reader.integer("max_clients", "MCP_OAUTH_MAX_CLIENTS", d.max_clients, low=1),
         upstream_connect_timeout=reader.number(
-            "connect_timeout", "MCP_GATEWAY_CONNECT_TIMEOUT", 5.0
+            "connect_timeout", "MCP_GATEWAY_CONNECT_TIMEOUT", d.upstream_connect_timeout
         ),
         upstream_header_timeout=reader.number(
-            "header_timeout", "MCP_GATEWAY_RESPONSE_TIMEOUT", 60.0
+            "header_timeout", "MCP_GATEWAY_RESPONSE_TIMEOUT", d.upstream_header_timeout
         ),
-        upstream_idle_timeout=reader.number("idle_timeout", "MCP_GATEWAY_IDLE_TIMEOUT", 300.0),
-        log_level=(reader.text("log_level", "MCP_GATEWAY_LOG_LEVEL") or "info").lower(),
+        upstream_idle_timeout=reader.number(
+            "idle_timeout", "MCP_GATEWAY_IDLE_TIMEOUT", d.upstream_idle_timeout
+        ),
+        log_level=(reader.text("log_level", "MCP_GATEWAY_LOG_LEVEL") or d.log_level).lower(),
         upstream_api_key=_upstream_key(
             reader.text("upstream_api_key", "MCP_GATEWAY_UPSTREAM_API_KEY")
         ),
-        tools_refresh=reader.number("tools_refresh", "MCP_GATEWAY_TOOLS_REFRESH", 300.0),
+        tools_refresh=reader.number("tools_refresh", "MCP_GATEWAY_TOOLS_REFRESH", d.tools_refresh),
         cimd_dir=reader.path("cimd_dir", "MCP_OAUTH_CIMD_DIR"),
         cimd_stale_seconds=reader.integer(
-            "cimd_stale", "MCP_OAUTH_CIMD_STALE_SECONDS", 7 * 86400, low=0, high=90 * 86400
+            "cimd_stale", "MCP_OAUTH_CIMD_STALE_SECONDS", d.cimd_stale_seconds, low=0, high=90 * DAY
         ),
         **_people(reader),
         **_operations(reader),
         **acme,
         edge=_edge(reader),
         allowed_origins=_origins(reader.words("allowed_origins", "MCP_GATEWAY_ALLOWED_ORIGINS")),
-        fast_path=reader.boolean("fast_path", "MCP_GATEWAY_FAST_PATH", True),
+        fast_path=reader.boolean("fast_path", "MCP_GATEWAY_FAST_PATH", d.fast_path),
     )
     if settings.api_key is not None and len(settings.api_key) < MIN_API_KEY_LENGTH:
         raise SettingsError(
@@ -253,7 +301,7 @@ def _operations(reader: _Reader) -> _Operations:
         except ValueError as exc:
             raise SettingsError(f"MCP_GATEWAY_METRICS_ADDR: {exc}") from None
     log_format: LogFormat
-    named = (reader.text("log_format", "MCP_GATEWAY_LOG_FORMAT") or "text").lower()
+    named = (reader.text("log_format", "MCP_GATEWAY_LOG_FORMAT") or _DEFAULT.log_format).lower()
     if named == "json":
         log_format = "json"
     elif named == "text":
@@ -263,9 +311,15 @@ def _operations(reader: _Reader) -> _Operations:
     return {
         "metrics_addr": address,
         "log_format": log_format,
-        "request_log": reader.boolean("request_log", "MCP_GATEWAY_REQUEST_LOG", True),
-        "drain_seconds": reader.number("drain_seconds", "MCP_GATEWAY_DRAIN_SECONDS", 10.0),
-        "workers": reader.integer("workers", "MCP_GATEWAY_WORKERS", 1, low=1, high=64),
+        "request_log": reader.boolean(
+            "request_log", "MCP_GATEWAY_REQUEST_LOG", _DEFAULT.request_log
+        ),
+        "drain_seconds": reader.number(
+            "drain_seconds", "MCP_GATEWAY_DRAIN_SECONDS", _DEFAULT.drain_seconds
+        ),
+        "workers": reader.integer(
+            "workers", "MCP_GATEWAY_WORKERS", _DEFAULT.workers, low=1, high=64
+        ),
     }
 
 
@@ -320,7 +374,7 @@ def _acme(
                 f"MCP_ACME_DOMAINS: {domain!r} is not a DNS name (HTTP-01 validates names, "
                 "not IP addresses or wildcards)"
             )
-    directory = reader.text("acme_directory", "MCP_ACME_DIRECTORY") or LETS_ENCRYPT_DIRECTORY
+    directory = reader.text("acme_directory", "MCP_ACME_DIRECTORY") or _DEFAULT.acme_directory
     if urlsplit(directory).scheme != "https" or not urlsplit(directory).hostname:
         raise SettingsError(f"MCP_ACME_DIRECTORY must be an https:// URL, got {directory!r}")
     email = reader.text("acme_email", "MCP_ACME_EMAIL")
@@ -334,19 +388,10 @@ def _acme(
         "acme_directory": directory,
         "acme_email": email,
         "acme_ca_file": ca_file,
-        "acme_retry_seconds": reader.number("acme_retry", "MCP_ACME_RETRY_SECONDS", 60.0),
+        "acme_retry_seconds": reader.number(
+            "acme_retry", "MCP_ACME_RETRY_SECONDS", _DEFAULT.acme_retry_seconds
+        ),
     }
-
-
-def derive_issuer(https: bool, host: str, port: int) -> str:
-    """The issuer when none is configured: never from a request's Host header."""
-    scheme = "https" if https else "http"
-    wildcard = {"0.0.0.0", "::", "127.0.0.1", "localhost", ""}  # noqa: S104
-    name = "localhost" if host in wildcard else host
-    if ":" in name and not name.startswith("["):
-        name = f"[{name}]"
-    default_port = 443 if https else 80
-    return f"{scheme}://{name}" if port == default_port else f"{scheme}://{name}:{port}"
 
 
 def normalise_issuer(value: str) -> str:
@@ -395,23 +440,24 @@ def _consent(value: str | None, api_key: str | None, issuer: str) -> ConsentMode
 def _people(reader: _Reader) -> dict[str, Any]:
     """The sign-in settings (MCP_OAUTH_CONSENT=oidc|github), read as one block."""
     oidc_issuer = reader.text("oidc_issuer", "MCP_OIDC_ISSUER")
+    d = _DEFAULT
     return {
         "oidc_issuer": oidc_issuer.rstrip("/") if oidc_issuer else None,
         "oidc_client_id": reader.text("oidc_client_id", "MCP_OIDC_CLIENT_ID"),
         "oidc_client_secret": reader.text("oidc_client_secret", "MCP_OIDC_CLIENT_SECRET"),
-        "oidc_scopes": " ".join(reader.words("oidc_scopes", "MCP_OIDC_SCOPES"))
-        or "openid email profile",
-        "oidc_groups_claim": reader.text("oidc_groups_claim", "MCP_OIDC_GROUPS_CLAIM") or "groups",
+        "oidc_scopes": " ".join(reader.words("oidc_scopes", "MCP_OIDC_SCOPES")) or d.oidc_scopes,
+        "oidc_groups_claim": reader.text("oidc_groups_claim", "MCP_OIDC_GROUPS_CLAIM")
+        or d.oidc_groups_claim,
         "oidc_require_email_verified": reader.boolean(
-            "oidc_require_email_verified", "MCP_OIDC_REQUIRE_EMAIL_VERIFIED", True
+            "oidc_require_email_verified",
+            "MCP_OIDC_REQUIRE_EMAIL_VERIFIED",
+            d.oidc_require_email_verified,
         ),
         "github_client_id": reader.text("github_client_id", "MCP_GITHUB_CLIENT_ID"),
         "github_client_secret": reader.text("github_client_secret", "MCP_GITHUB_CLIENT_SECRET"),
-        "github_url": (reader.text("github_url", "MCP_GITHUB_URL") or "https://github.com").rstrip(
-            "/"
-        ),
+        "github_url": (reader.text("github_url", "MCP_GITHUB_URL") or d.github_url).rstrip("/"),
         "github_api_url": (
-            reader.text("github_api_url", "MCP_GITHUB_API_URL") or "https://api.github.com"
+            reader.text("github_api_url", "MCP_GITHUB_API_URL") or d.github_api_url
         ).rstrip("/"),
         "allowed_emails": tuple(
             w.lower() for w in reader.words("allowed_emails", "MCP_OAUTH_ALLOWED_EMAILS")
@@ -429,13 +475,25 @@ def _people(reader: _Reader) -> dict[str, Any]:
         "allowed_github_orgs": tuple(
             w.lower() for w in reader.words("allowed_github_orgs", "MCP_OAUTH_ALLOWED_GITHUB_ORGS")
         ),
-        "session_ttl": 60
-        * reader.integer("session_minutes", "MCP_OAUTH_SESSION_MINUTES", 480, low=5, high=43200),
-        "consent_remember_ttl": 86400
+        "session_ttl": MINUTE
         * reader.integer(
-            "consent_remember_days", "MCP_OAUTH_CONSENT_REMEMBER_DAYS", 30, low=0, high=365
+            "session_minutes",
+            "MCP_OAUTH_SESSION_MINUTES",
+            d.session_ttl // MINUTE,
+            low=5,
+            high=43200,
         ),
-        "provider_timeout": reader.number("provider_timeout", "MCP_OIDC_TIMEOUT", 10.0),
+        "consent_remember_ttl": DAY
+        * reader.integer(
+            "consent_remember_days",
+            "MCP_OAUTH_CONSENT_REMEMBER_DAYS",
+            d.consent_remember_ttl // DAY,
+            low=0,
+            high=365,
+        ),
+        "provider_timeout": reader.number(
+            "provider_timeout", "MCP_OIDC_TIMEOUT", d.provider_timeout
+        ),
     }
 
 
@@ -486,8 +544,8 @@ def _storage(url: str) -> str:
     )
 
 
-def _upstream(value: str | None) -> str:
-    url = (value or "http://127.0.0.1:8001").rstrip("/")
+def _upstream(value: str) -> str:
+    url = value.rstrip("/")
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise SettingsError(f"MCP_GATEWAY_UPSTREAM must be an http:// URL, got {url!r}")

@@ -1,4 +1,3 @@
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -174,15 +173,51 @@ def test_no_secret_appears_in_repr_or_str() -> None:
 
 
 def test_the_class_defaults_are_the_environment_defaults() -> None:
-    """Settings' defaults are written in the class and again in `from_env`; this keeps the
-    two from drifting: an empty environment gives the class defaults, field by field,
-    except the fields derived from others (state dir, issuer)."""
-    from_env = Settings.from_env({})
-    derived = {"storage", "state_dir", "consent", "issuer"}
-    differ = {
-        field.name: (getattr(Settings(), field.name), getattr(from_env, field.name))
-        for field in dataclasses.fields(Settings)
-        if field.name not in derived
-        and getattr(Settings(), field.name) != getattr(from_env, field.name)
-    }
+    """Every default is written once, on the class, and reading an empty environment
+    gives exactly it: the unit conversions (minutes, days) round-trip and the derived
+    fields (issuer, state dir, storage, consent) derive the class's own values."""
+    assert Settings.from_env({}) == Settings()
+
+
+# Variables whose README default is a rule rather than a value to set.
+CONDITIONAL_DEFAULTS = {"MCP_OAUTH_CONSENT": "api_key with MCP_API_KEY, auto without"}
+
+
+def readme_defaults() -> dict[str, str]:
+    """The configuration table's variables whose default is a literal (`60`, `true`):
+    a `/`-separated row (`MCP_X_A` / `_B`) names one variable per default."""
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    found: dict[str, str] = {}
+    for line in readme.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`MCP_"):
+            continue
+        names = [name.strip().strip("`") for name in cells[0].split(" / ")]
+        first = names[0]
+        names = [
+            f"{'_'.join(first.split('_')[: -name.count('_')])}{name}"
+            if name.startswith("_")
+            else name
+            for name in names
+        ]
+        parts = cells[1].split(" / ") if len(names) > 1 else [cells[1]]
+        for name, part in zip(names, parts, strict=False):
+            value = part.split("`")[1] if part.startswith("`") else None
+            if value is not None and "<" not in value and name not in CONDITIONAL_DEFAULTS:
+                found[name] = value
+    return found
+
+
+def test_the_readme_defaults_are_the_defaults() -> None:
+    """README's configuration table agrees with the one source of defaults: setting a
+    variable to the default the table gives changes nothing."""
+    defaults = readme_defaults()
+    source = (Path(__file__).resolve().parent.parent / "gateway" / "settings.py").read_text()
+    assert len(defaults) >= 30, sorted(defaults)
+    differ = {}
+    for name, value in defaults.items():
+        assert f'"{name}"' in source, f"{name} is not read by gateway/settings.py"
+        explicit = Settings.from_env({name: value})
+        if explicit != Settings():
+            differ[name] = value
     assert differ == {}
