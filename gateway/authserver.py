@@ -162,6 +162,7 @@ def build_authorization_server(
     cache = RevocationCache(
         store, clock=clock, max_staleness=max_staleness(REVOCATION_REFRESH_SECONDS)
     )
+    find_client = ClientFinder(store, client_resolver if settings.cimd_enabled else None)
     shared = _Shared(
         store=store,
         tokens=tokens,
@@ -171,7 +172,8 @@ def build_authorization_server(
             RateLimiter(store, settings.rate_limit_per_minute, clock=clock),
             parse_networks(settings.trusted_proxies),
         ),
-        find_client=ClientFinder(store, client_resolver if settings.cimd_enabled else None),
+        find_client=find_client,
+        authenticate=ClientAuthenticator(find_client, clock),
         approval=Approval(store, settings.issuer, settings.code_ttl, clock),
         on_token=metrics.token if metrics is not None else no_events,
         clock=clock,
@@ -214,13 +216,10 @@ class _Shared:
     revoker: Revoker
     limit: PeerLimit
     find_client: ClientFinder
+    authenticate: ClientAuthenticator
     approval: Approval
     on_token: TokenEvents
     clock: Callable[[], float]
-
-    @property
-    def authenticate(self) -> ClientAuthenticator:
-        return ClientAuthenticator(self.find_client, self.clock)
 
 
 def metadata_routes(settings: Settings, tokens: TokenService, *, cimd: bool) -> list[BaseRoute]:
