@@ -1,8 +1,14 @@
 # One image, two programs: `memory-gateway serve` (the default) and `memory-backend`.
 #
 # Online (the usual case):   docker build -t memory-gateway .
-#   installs exactly what uv.lock pins (hashes checked), with uv (UV_VERSION) used only in
-#   the build stage.
+#   installs exactly what uv.lock pins, every file checked against the lock's sha256: uv
+#   (UV_VERSION, in a venv of the build stage only) exports the lock with its hashes and
+#   installs that list with --require-hashes --no-deps. The files come from the package
+#   index, or from INDEX_URL if given (a PEP 503 "simple" mirror; the lock's own file URLs
+#   are not used, so a mirror serving the same files works, and any other file fails):
+#     docker build --build-arg INDEX_URL=https://mirror.example/simple -t memory-gateway .
+#   The build backend (hatchling, for the project itself) is not in the lock: it comes from
+#   the same index at its newest version.
 # Offline (what CI does):    put the third-party wheels in wheelhouse/ (see .ci/run), then
 #   docker build --build-arg BASE_IMAGE=localbase/python:3.11-bookworm -t memory-gateway .
 #   .ci/wheelhouse.sh fills it with the versions uv.lock pins, and nothing else.
@@ -12,6 +18,7 @@ ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build
 ARG UV_VERSION=0.13.9
+ARG INDEX_URL=""
 # Lets `docker image prune --filter label=memory-gateway.stage=build` find old build stages.
 LABEL memory-gateway.stage=build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -21,9 +28,17 @@ RUN set -eu; \
     if ls /src/wheelhouse/*.whl >/dev/null 2>&1; then \
         /opt/venv/bin/pip install --no-index --find-links /src/wheelhouse /src; \
     else \
-        python3 -m pip install --no-cache-dir "uv==${UV_VERSION}"; \
-        cd /src && UV_PROJECT_ENVIRONMENT=/opt/venv uv sync --frozen --no-dev --no-editable \
-            --no-cache --compile-bytecode; \
+        python3 -m venv /opt/uv; \
+        /opt/uv/bin/pip install --quiet ${INDEX_URL:+--index-url "$INDEX_URL"} "uv==${UV_VERSION}"; \
+        export UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1; \
+        cd /src; \
+        /opt/uv/bin/uv export --frozen --no-dev --no-emit-project --quiet -o /tmp/locked.txt; \
+        /opt/uv/bin/uv pip install --python /opt/venv/bin/python ${INDEX_URL:+--default-index "$INDEX_URL"} \
+            --require-hashes --no-deps -r /tmp/locked.txt; \
+        /opt/uv/bin/uv pip install --python /opt/venv/bin/python ${INDEX_URL:+--default-index "$INDEX_URL"} \
+            --no-deps /src; \
+        /opt/uv/bin/uv pip check --python /opt/venv/bin/python; \
+        rm -rf /opt/uv /tmp/locked.txt; \
     fi; \
     /opt/venv/bin/python -m pip uninstall --yes pip setuptools; \
     /opt/venv/bin/memory-gateway --help >/dev/null; \
