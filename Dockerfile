@@ -11,7 +11,9 @@
 #   the same index at its newest version.
 # Offline (what CI does):    put the third-party wheels in wheelhouse/ (see .ci/run), then
 #   docker build --build-arg BASE_IMAGE=localbase/python:3.11-bookworm -t memory-gateway .
-#   .ci/wheelhouse.sh fills it with the versions uv.lock pins, and nothing else.
+#   .ci/wheelhouse.sh fills it with the files uv.lock pins, and nothing else, and writes
+#   wheelhouse/requirements.txt (the lock's list with its hashes for the image's Python),
+#   installed the same way: --require-hashes --no-deps.
 # The project itself is always built from this source tree, never from a wheel on disk.
 # Kept to what the legacy builder understands: no syntax line, no RUN --mount, no heredocs.
 ARG BASE_IMAGE=python:3.12-slim
@@ -26,7 +28,10 @@ RUN python3 -m venv /opt/venv
 COPY . /src
 RUN set -eu; \
     if ls /src/wheelhouse/*.whl >/dev/null 2>&1; then \
-        /opt/venv/bin/pip install --no-index --find-links /src/wheelhouse /src; \
+        pip_offline="/opt/venv/bin/pip install --no-index --find-links /src/wheelhouse"; \
+        $pip_offline --require-hashes --no-deps -r /src/wheelhouse/requirements.txt; \
+        $pip_offline --no-deps /src; \
+        /opt/venv/bin/pip check; \
     else \
         python3 -m venv /opt/uv; \
         /opt/uv/bin/pip install --quiet ${INDEX_URL:+--index-url "$INDEX_URL"} "uv==${UV_VERSION}"; \

@@ -30,22 +30,25 @@ print(json.dumps({
     "sys_platform": sys.platform,
 }))'
 
+# Each locked requirement whose marker holds in the image, as `name==version --hash=...`
+# (the marker dropped: pip would evaluate it for the host's interpreter).
 SELECT='
 import json, sys
 from packaging.requirements import Requirement
 env = json.loads(sys.argv[1])
-for line in open(sys.argv[2]):
-    line = line.split("#", 1)[0].strip()
-    if not line:
+for line in open(sys.argv[2]).read().replace("\\\n", " ").splitlines():
+    line = line.strip()
+    if not line or line.startswith("#"):
         continue
-    req = Requirement(line)
+    spec, *hashes = line.split(" --hash=")
+    req = Requirement(spec)
     if req.marker is None or req.marker.evaluate(env):
-        print(f"{req.name}{req.specifier}")'
+        print(f"{req.name}{req.specifier}", *(f"--hash={h.strip()}" for h in hashes))'
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 docker run --rm "$BASE_IMAGE" python3 -c "$MARKER_ENV" >"$work/env.json"
-uv export --frozen --no-dev --no-hashes --no-emit-project --quiet -o "$work/locked.txt"
+uv export --frozen --no-dev --no-emit-project --no-header --no-annotate --quiet -o "$work/locked.txt"
 uv run --no-sync python -c "$SELECT" "$(cat "$work/env.json")" "$work/locked.txt" >"$work/requirements.txt"
 echo "hatchling" >"$work/build.txt" # the build backend, for building the project in the image
 

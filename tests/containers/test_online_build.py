@@ -81,7 +81,8 @@ class Index:
     url: str  # the good index's /simple URL
     tampered_url: str
     tampered: str  # file name of the altered wheel
-    locked: dict[str, str]  # canonical name -> version, for the image's interpreter
+    locked: set[str]  # canonical names of the lock's selection for the image's interpreter
+    expected: dict[str, str]  # what the image must hold: canonical name -> version
     fetched: list[str] = field(default_factory=list)
 
 
@@ -183,20 +184,42 @@ def marker_env(docker_client: DockerClient) -> dict[str, str]:
         base_image(docker_client), ["python3", "-c", MARKER_ENV], entrypoint=[], remove=True
     )
     env: dict[str, str] = json.loads(bytes(output))
-    host = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if env["python_version"] != host:
-        # The host downloads wheels for its own interpreter.
-        _unavailable(f"base image has Python {env['python_version']}, the host {host}")
     return env
+
+
+def selected_for(env: dict[str, str]) -> list[Locked]:
+    return [
+        r for r in locked_requirements()
+        if r.requirement.marker is None or r.requirement.marker.evaluate(env)
+    ]  # fmt: skip
+
+
+def expected_distributions(selected: list[Locked]) -> dict[str, str]:
+    """Canonical name -> version: the lock's selection for the image, and the project."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected: dict[str, str] = {
+        canonicalize_name(r.requirement.name): next(iter(r.requirement.specifier)).version
+        for r in selected
+    }
+    expected[canonicalize_name(project["name"])] = project["version"]
+    return expected
+
+
+def installed_distributions(client: DockerClient, image: str) -> dict[str, str]:
+    output = client.containers.run(
+        image, ["python3", "-c", DISTRIBUTIONS], entrypoint=[], remove=True
+    )
+    return {canonicalize_name(name): version for name, version in json.loads(bytes(output))}
 
 
 @pytest.fixture(scope="module")
 def index(marker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
+    host = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if marker_env["python_version"] != host:
+        # The host downloads wheels for its own interpreter.
+        _unavailable(f"base image has Python {marker_env['python_version']}, the host {host}")
     work = tmp_path_factory.mktemp("index")
-    selected = [
-        r for r in locked_requirements()
-        if r.requirement.marker is None or r.requirement.marker.evaluate(marker_env)
-    ]  # fmt: skip
+    selected = selected_for(marker_env)
     # Markers already evaluated for the image; pip would evaluate them for the host.
     (work / "locked.txt").write_text(
         "".join(
@@ -227,15 +250,15 @@ def index(marker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     shutil.copytree(files, bad / "files")
     tamper(bad / "files" / victims[0].name)
     write_simple_index(bad, bad / "files")
-    locked: dict[str, str] = {
-        canonicalize_name(r.requirement.name): next(iter(r.requirement.specifier)).version
-        for r in selected
-    }
+    locked: set[str] = {canonicalize_name(r.requirement.name) for r in selected}
     fetched: list[str] = []
     server = serve(work, fetched)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield Index(f"{base}/good/simple", f"{base}/bad/simple", victims[0].name, locked, fetched)
+        yield Index(
+            f"{base}/good/simple", f"{base}/bad/simple", victims[0].name, locked,
+            expected_distributions(selected), fetched,
+        )  # fmt: skip
     finally:
         server.shutdown()
         server.server_close()
@@ -274,19 +297,11 @@ def test_online_build_installs_exactly_the_locked_versions(
     assert built.returncode == 0, f"online build failed:\n{(built.stdout + built.stderr)[-4000:]}"
     print(f"online build on {base} in {elapsed:.1f}s")
     try:
-        output = docker_client.containers.run(
-            ONLINE_TAG, ["python3", "-c", DISTRIBUTIONS], entrypoint=[], remove=True
-        )
-        installed = {
-            canonicalize_name(name): version for name, version in json.loads(bytes(output))
-        }
-        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-        expected = {**index.locked, canonicalize_name(project["name"]): project["version"]}
-        assert installed == expected
+        assert installed_distributions(docker_client, ONLINE_TAG) == index.expected
         # Every locked file came from the loopback index, nothing from anywhere else.
         served = {Path(p).name for p in index.fetched if p.startswith("/good/files/")}
         names = {project_name(n) for n in served}
-        assert set(index.locked) <= names
+        assert index.locked <= names
     finally:
         remove_image(docker_client, ONLINE_TAG)
 
@@ -302,3 +317,11 @@ def test_online_build_refuses_a_file_that_is_not_the_locked_one(
     assert built.returncode != 0, "the build accepted a wheel whose hash is not in uv.lock"
     name = project_name(index.tampered)
     assert re.search(rf"[Hh]ash mismatch for `{re.escape(name)}==", log), log[-4000:]
+
+
+def test_offline_image_holds_exactly_the_locked_versions(
+    docker_client: DockerClient, image: str, marker_env: dict[str, str]
+) -> None:
+    """The session's image (CI: the wheelhouse path) holds the same as the online build."""
+    expected = expected_distributions(selected_for(marker_env))
+    assert installed_distributions(docker_client, image) == expected
