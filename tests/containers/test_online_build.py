@@ -298,7 +298,7 @@ def test_online_build_installs_exactly_the_locked_versions(
     print(f"online build on {base} in {elapsed:.1f}s")
     try:
         assert installed_distributions(docker_client, ONLINE_TAG) == index.expected
-        # Every locked file came from the loopback index, nothing from anywhere else.
+        # Every locked distribution was fetched from the loopback index.
         served = {Path(p).name for p in index.fetched if p.startswith("/good/files/")}
         names = {project_name(n) for n in served}
         assert index.locked <= names
