@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import uvicorn
 
@@ -31,6 +32,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--host", default=default("MEMORY_BACKEND_HOST", DEFAULT_HOST), help="bind address")
     add("--port", type=int, default=default("MEMORY_BACKEND_PORT", DEFAULT_PORT))
+    add(
+        "--port-file",
+        type=Path,
+        default=None,
+        help="write the bound port here once listening is set up (with --port 0: the "
+        "port the system picked)",
+    )
     add("--db", default=default("MEMORY_BACKEND_DB", DEFAULT_DB), help="SQLite database file")
     add(
         "--max-content",
@@ -85,8 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         event_queue_size=args.event_queue,
         mcp_json_response=args.mcp_response == "json",
     )
-    uvicorn.run(
-        app,
+    options = dict(
         host=args.host,
         port=args.port,
         http=_fastest("httptools", "h11"),
@@ -95,6 +102,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level=args.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
+    if args.port_file is None:
+        uvicorn.run(app, **options)
+    else:
+        serve_reporting_port(uvicorn.Config(app, **options), args.port_file)
+
+
+def serve_reporting_port(config: uvicorn.Config, port_file: Path) -> None:
+    """Bind (port 0: the system picks), write the bound port to `port_file` (whole or not
+    at all: written aside, then renamed), then serve on that very socket: whoever starts
+    the backend learns its port without a bind-then-release race."""
+    sock = config.bind_socket()
+    partial = port_file.with_name(port_file.name + ".partial")
+    partial.write_text(f"{sock.getsockname()[1]}\n")
+    partial.replace(port_file)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: start-up failed
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway (configured by environment)")
     _server_flags(serve)
+    _port_file_flag(serve)
     serve.set_defaults(handler=_serve)
 
     dev = commands.add_parser(
@@ -123,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         help="front an existing memory service at this URL instead of starting the backend",
     )
     dev.add_argument("--log-file", help=f"also log here (default {DEV_LOG_FILE})")
+    _port_file_flag(dev)
     dev.set_defaults(handler=_dev)
 
     certs = commands.add_parser("certs", help="make a development CA and server certificate")
@@ -158,13 +160,28 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _port_file_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port-file",
+        type=Path,
+        help="write the gateway's listening port here once bound (with --port 0: the "
+        "port the system picked)",
+    )
+
+
 def _settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
     flags = {k: getattr(args, k, None) for k in (*FLAG_NAMES, "https_enabled")}
     return Settings.from_env(os.environ if env is None else env, flags)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway import port_zero
+
+    if port_zero.wants_any_port(args.port, os.environ) and not _inherits_sockets():
+        return _serve_any_port(args)
     settings = _settings(args)
+    if args.port_file is not None:
+        port_zero.write_port_file(args.port_file, settings.port)
     if settings.workers > 1:
         from gateway.workers import supervise
 
@@ -173,6 +190,31 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.workers import inherited_sockets
 
     run(settings, inherited_sockets(os.environ))
+    return 0
+
+
+def _inherits_sockets() -> bool:
+    from gateway.workers import LISTEN_FDS_ENV
+
+    return bool(os.environ.get(LISTEN_FDS_ENV, "").strip())
+
+
+def _serve_any_port(args: argparse.Namespace) -> int:
+    """Port 0: bind first (on the configured host), then read the settings with the bound
+    port, so the derived issuer names it; one process (workers would each bind anew)."""
+    from gateway import port_zero
+    from gateway.server import run
+
+    stand_in = argparse.Namespace(**{**vars(args), "port": "1"})  # only the host is used
+    probe = _settings(stand_in)
+    if probe.workers > 1:
+        raise SettingsError("port 0 is served by one process: set MCP_GATEWAY_WORKERS=1")
+    sock = port_zero.bind_any(probe.host)
+    port = int(sock.getsockname()[1])
+    settings = _settings(argparse.Namespace(**{**vars(args), "port": str(port)}))
+    if args.port_file is not None:
+        port_zero.write_port_file(args.port_file, port)
+    run(settings, [sock])
     return 0
 
 
@@ -239,8 +281,17 @@ def _dev(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     backend = None
     try:
-        backend = None if args.upstream else _start_backend(args.backend_port, args.state_dir)
-        upstream = args.upstream or f"http://127.0.0.1:{args.backend_port}"
+        from gateway import port_zero
+
+        backend_port = args.backend_port
+        if not args.upstream:
+            backend, backend_port = _start_backend(args.backend_port, args.state_dir)
+        upstream = args.upstream or f"http://127.0.0.1:{backend_port}"
+        sockets = [port_zero.bind_any("127.0.0.1")] if args.port == 0 else []
+        if sockets:
+            args.port = int(sockets[0].getsockname()[1])
+        if args.port_file is not None:
+            port_zero.write_port_file(args.port_file, args.port)
         env = {
             **os.environ,
             "MCP_HTTPS_ENABLED": "true",
@@ -256,7 +307,7 @@ def _dev(args: argparse.Namespace) -> int:
         _print_banner(settings, made.ca_cert, upstream)
         from gateway.server import run
 
-        run(settings)
+        run(settings, sockets)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if backend is not None:
@@ -269,8 +320,13 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _start_backend(port: int, state_dir: Path) -> subprocess.Popen[bytes]:
+def _start_backend(port: int, state_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The backend and the port it listens on (`port` 0: the one it picked)."""
+    from gateway import port_zero
+
     state_dir.mkdir(parents=True, exist_ok=True)
+    port_file = state_dir / "backend.port"
+    port_file.unlink(missing_ok=True)
     command = [
         sys.executable,
         "-m",
@@ -281,8 +337,15 @@ def _start_backend(port: int, state_dir: Path) -> subprocess.Popen[bytes]:
         str(port),
         "--db",
         str(state_dir / "memories.db"),
+        "--port-file",
+        str(port_file),
     ]
     process = subprocess.Popen(command)  # noqa: S603
+    try:
+        port = port_zero.read_port_file(port_file, lambda: process.poll() is None, 30)
+    except RuntimeError as exc:
+        process.terminate()
+        raise SystemExit(f"the backend did not start: {exc}") from exc
     url = f"http://127.0.0.1:{port}/api/health"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -290,7 +353,7 @@ def _start_backend(port: int, state_dir: Path) -> subprocess.Popen[bytes]:
             raise SystemExit(f"the backend exited with code {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1):
-                return process
+                return process, port
         except OSError:
             time.sleep(0.2)
     process.terminate()
