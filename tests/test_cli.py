@@ -89,9 +89,7 @@ def test_certs_and_keys_commands(tmp_path: Path) -> None:
 
 
 def test_storage_unreachable_at_start_up_is_one_line_and_exit_3(tmp_path: Path) -> None:
-    from tests.integration.live import free_port
-
-    env = {"MCP_OAUTH_STORAGE": "redis://127.0.0.1:1/0", "MCP_HTTP_PORT": str(free_port())}
+    env = {"MCP_OAUTH_STORAGE": "redis://127.0.0.1:1/0", "MCP_HTTP_PORT": "0"}
     done = run_cli("serve", "--state-dir", "s", env=env, cwd=tmp_path)
     assert done.returncode == 3
     assert "start-up failed" in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.live import free_port
+from tests.ports import read_port_file
 
 
 def _wait_for_ca(path: Path, process: subprocess.Popen[str]) -> ssl.SSLContext:
@@ -36,16 +37,28 @@ def _wait_for(url: str, verify: ssl.SSLContext, process: subprocess.Popen[str]) 
     raise AssertionError(f"{url} did not answer")
 
 
-def test_dev_serves_https_with_the_backend_and_logs_oauth_events(tmp_path: Path) -> None:
-    port, backend_port = free_port(), free_port()
+def _start_dev(cwd: Path) -> subprocess.Popen[str]:
+    """`dev` on ports the system picks (`--port 0 --backend-port 0`), the gateway's port
+    also written to `gateway.port`; the banner names both."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "dev", "--port", str(port),
-         "--backend-port", str(backend_port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "dev", "--port", "0", "--backend-port", "0",
+         "--port-file", "gateway.port"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def _banner_port(output: str, label: str) -> int:
+    found = re.search(rf"^  {label}:\s+https?://[^:]+:(\d+)", output, re.MULTILINE)
+    assert found, f"no {label} in the banner: {output}"
+    return int(found.group(1))
+
+
+def test_dev_serves_https_with_the_backend_and_logs_oauth_events(tmp_path: Path) -> None:
+    process = _start_dev(tmp_path)
     try:
         verify = _wait_for_ca(tmp_path / "certs" / "dev-ca.pem", process)
+        port = read_port_file(tmp_path / "gateway.port", lambda: process.poll() is None, 30)
         base = f"https://localhost:{port}"
         _wait_for(f"{base}/healthz", verify, process)
         meta = httpx.get(f"{base}/.well-known/oauth-authorization-server/mcp", verify=verify)
@@ -63,8 +76,10 @@ def test_dev_serves_https_with_the_backend_and_logs_oauth_events(tmp_path: Path)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert f"gateway:   {base}" in output
+    assert _banner_port(output, "gateway") == port
     assert "claude mcp add --transport http memory" in output
     assert process.returncode in (0, 130), output  # 130: stopped by Ctrl-C, as a user does
+    backend_port = _banner_port(output, "upstream")
     try:
         httpx.get(f"http://127.0.0.1:{backend_port}/api/health", timeout=1)
         raise AssertionError("the backend outlived dev")
@@ -73,21 +88,18 @@ def test_dev_serves_https_with_the_backend_and_logs_oauth_events(tmp_path: Path)
 
 
 def test_dev_stopped_with_sigterm_stops_its_backend(tmp_path: Path) -> None:
-    port, backend_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "dev", "--port", str(port),
-         "--backend-port", str(backend_port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    process = _start_dev(tmp_path)
     try:
         verify = _wait_for_ca(tmp_path / "certs" / "dev-ca.pem", process)
+        port = read_port_file(tmp_path / "gateway.port", lambda: process.poll() is None, 30)
         _wait_for(f"https://localhost:{port}/healthz", verify, process)
-        assert httpx.get(f"http://127.0.0.1:{backend_port}/api/health").status_code == 200
+        health = httpx.get(f"https://localhost:{port}/api/health", verify=verify)
+        assert health.json()["status"] == "healthy"  # the backend's answer, through the proxy
     finally:
         process.send_signal(signal.SIGTERM)  # as a supervisor or `kill` does
         output, _ = process.communicate(timeout=30)
     assert process.returncode in (0, 143), output
+    backend_port = _banner_port(output, "upstream")
     try:
         httpx.get(f"http://127.0.0.1:{backend_port}/api/health", timeout=1)
         raise AssertionError("the backend outlived dev after SIGTERM")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator
 
 import anyio
@@ -20,7 +19,8 @@ from gateway.tools import (
     jsonrpc_result,
     read_only_tools,
 )
-from tests.integration.live import free_port, running
+from tests.integration.live import live_backend
+from tests.ports import reserved_port
 
 
 def test_result_from_a_json_answer() -> None:
@@ -52,12 +52,8 @@ def test_bad_answers_are_tool_list_errors(body: bytes, phrase: str) -> None:
 def test_lister_reads_the_backends_annotations(
     tmp_path_factory: pytest.TempPathFactory, response: str
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    db = tmp_path_factory.mktemp("tools") / "m.db"
-    command = [sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--db", str(db), "--mcp-response", response]
-    with running(command, {}, f"{url}/api/health", True):
+    root = tmp_path_factory.mktemp("tools")
+    with live_backend(root, "--mcp-response", response) as url:
 
         async def fetch() -> dict[str, bool]:
             lister = ToolLister(url, api_key=None, timeout=5)
@@ -80,7 +76,7 @@ def test_lister_reads_the_backends_annotations(
 def test_refresher_keeps_the_last_list_when_the_upstream_goes_away() -> None:
     catalog = ToolCatalog()
     catalog.replace({"memory_search": True})
-    lister = ToolLister(f"http://127.0.0.1:{free_port()}", api_key=None, timeout=1)
+    lister = ToolLister(f"http://127.0.0.1:{reserved_port()}", api_key=None, timeout=1)
     refresher = ToolRefresher(catalog, lister, refresh=300)
 
     async def once() -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tests.integration.live import free_port
+from tests.ports import reserved_port
 
 API_KEY = "acme-test-api-key-0123456789abcdef"
 
@@ -50,7 +50,7 @@ def acme_env(
         "MCP_HTTP_PORT": str(https_port),
         "MCP_HTTP_REDIRECT_PORT": str(http_port),
         "MCP_GATEWAY_STATE_DIR": str(state_dir),
-        "MCP_GATEWAY_UPSTREAM": f"http://127.0.0.1:{free_port()}",
+        "MCP_GATEWAY_UPSTREAM": f"http://127.0.0.1:{reserved_port()}",
         "MCP_API_KEY": API_KEY,
     }
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import trustme
 
-from tests.integration.live import free_port
+from tests.ports import reserved_port
 
 
 def require_pebble() -> str:
@@ -92,14 +92,16 @@ def pebble(
     cert, key = directory / "pebble-api.pem", directory / "pebble-api-key.pem"
     leaf.cert_chain_pems[0].write_to_path(str(cert))
     leaf.private_key_pem.write_to_path(str(key))
-    port, management_port = listen_port or free_port(), free_port()
+    # Pebble cannot report a port it picked, and `http_port` (where it validates) is the
+    # gateway's redirect port, written into both configurations first: reserved ports.
+    port, management_port = listen_port or reserved_port(), reserved_port()
     config: dict[str, object] = {
         "listenAddress": f"127.0.0.1:{port}",
         "managementListenAddress": f"127.0.0.1:{management_port}",
         "certificate": str(cert),
         "privateKey": str(key),
         "httpPort": http_port,
-        "tlsPort": free_port(),  # TLS-ALPN-01 is not used; nothing listens there
+        "tlsPort": reserved_port(),  # TLS-ALPN-01 is not used; nothing listens there
         "ocspResponderURL": "",
         "externalAccountBindingRequired": False,
     }

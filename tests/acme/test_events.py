@@ -17,7 +17,7 @@ from gateway.settings import Settings
 from tests.acme.dns import LoopbackDNS
 from tests.acme.gateway_process import acme_env, peer_certificate
 from tests.acme.pebble import make_api_ca, pebble, require_pebble
-from tests.integration.live import free_port
+from tests.ports import reserved_port
 
 pytestmark = pytest.mark.pebble
 
@@ -84,7 +84,7 @@ def dns() -> Iterator[LoopbackDNS]:
 
 def test_events_count_failures_then_the_certificate(dns: LoopbackDNS, tmp_path: Path) -> None:
     binary = require_pebble()
-    https_port, http_port, acme_port = free_port(), free_port(), free_port()
+    https_port, http_port, acme_port = reserved_port(), reserved_port(), reserved_port()
     api = make_api_ca(tmp_path)
     env = acme_env(
         tmp_path / "state", f"https://127.0.0.1:{acme_port}/dir", api.ca_file, NAME,

@@ -26,7 +26,7 @@ from tests.acme.gateway_process import (
     wait_until,
 )
 from tests.acme.pebble import make_api_ca, pebble, require_pebble
-from tests.integration.live import free_port
+from tests.ports import reserved_port
 
 pytestmark = pytest.mark.pebble
 
@@ -51,10 +51,10 @@ def _mode(path: Path) -> int:
 def test_first_issuance_then_restart_without_reissue(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port = free_port(), free_port()
+    https_port, http_port = reserved_port(), reserved_port()
     with pebble(pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port) as ca:
         env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, NAME, https_port, http_port)
-        metrics_port = free_port()
+        metrics_port = reserved_port()
         env["MCP_GATEWAY_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
         verify = ca.client_context()
         with gateway(env, tmp_path / "gateway.log") as running:
@@ -104,7 +104,7 @@ def test_first_issuance_then_restart_without_reissue(
 def test_renewal_swaps_in_under_an_open_connection(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port = free_port(), free_port()
+    https_port, http_port = reserved_port(), reserved_port()
     with pebble(
         pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port,
         validity_seconds=15,
@@ -145,7 +145,7 @@ class _NamedConnection(http.client.HTTPSConnection):
 def test_acme_server_down_at_startup_is_retried(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port, acme_port = free_port(), free_port(), free_port()
+    https_port, http_port, acme_port = reserved_port(), reserved_port(), reserved_port()
     api = make_api_ca(tmp_path)
     directory = f"https://127.0.0.1:{acme_port}/dir"
     env = acme_env(tmp_path / "state", directory, api.ca_file, NAME, https_port, http_port)
@@ -172,11 +172,11 @@ def test_acme_server_down_at_startup_is_retried(
 def test_a_domain_that_fails_validation(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port = free_port(), free_port()
+    https_port, http_port = reserved_port(), reserved_port()
     with pebble(pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port) as ca:
         names = f"{NAME},unknown.test"  # the loopback DNS answers NXDOMAIN for the second
         env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, names, https_port, http_port)
-        metrics_port = free_port()
+        metrics_port = reserved_port()
         env["MCP_GATEWAY_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
         with gateway(env, tmp_path / "gateway.log") as running:
             wait_until(
@@ -213,7 +213,7 @@ def test_two_replicas_share_one_certificate(
     replica holds the lock and orders, the token is in the shared directory, so the first
     one answers it (if the second orders before the first listens, that attempt fails
     and is retried, which is what a load balancer in front of replicas also sees)."""
-    ports = [(free_port(), free_port()) for _ in range(2)]
+    ports = [(reserved_port(), reserved_port()) for _ in range(2)]
     with pebble(pebble_binary, tmp_path / "pebble", http_port=ports[0][1], dns_port=dns.port) as ca:
         verify = ca.client_context()
         envs = [
@@ -237,7 +237,7 @@ def test_two_replicas_share_one_certificate(
 def test_renewal_failure_keeps_the_old_certificate(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port = free_port(), free_port()
+    https_port, http_port = reserved_port(), reserved_port()
     with pebble(
         pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port,
         validity_seconds=30,
@@ -271,7 +271,7 @@ def test_a_reset_ca_gets_a_new_account(
 ) -> None:
     """A private CA that forgot its accounts (Pebble keeps none across restarts): the
     stored account is refused, a new one is registered and the order goes through."""
-    https_port, http_port, acme_port = free_port(), free_port(), free_port()
+    https_port, http_port, acme_port = reserved_port(), reserved_port(), reserved_port()
     api = make_api_ca(tmp_path)
     directory = f"https://127.0.0.1:{acme_port}/dir"
     env = acme_env(tmp_path / "state", directory, api.ca_file, NAME, https_port, http_port)

@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from tests.acme.gateway_process import acme_env, gateway, wait_until
-from tests.integration.live import free_port
+from tests.ports import reserved_port
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -25,7 +25,9 @@ def test_a_signal_during_a_hanging_acme_request_exits_promptly(
     ca_file = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca_file))
     directory = f"https://127.0.0.1:{silent.getsockname()[1]}/dir"
-    env = acme_env(tmp_path / "state", directory, ca_file, "memory.test", free_port(), free_port())
+    env = acme_env(
+        tmp_path / "state", directory, ca_file, "memory.test", reserved_port(), reserved_port()
+    )
     try:
         with gateway(env, tmp_path / "gateway.log") as running:
             wait_until(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -9,26 +8,16 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.applications import Starlette
 
+from tests.ports import bound_socket
+
 AppFactory = Callable[..., Starlette]
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def free_port() -> int:
-    with free_socket() as sock:
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
 def serve(app: Starlette) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn on a loopback port for the duration."""
-    sock = free_socket()
+    """Run ``app`` under a real uvicorn on a loopback port (bound here, port 0, and
+    served on that very socket) for the duration."""
+    sock = bound_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from backend.__main__ import DEFAULT_HOST, DEFAULT_PORT, build_parser
-from tests.backend.support import free_port
+from tests.ports import port_file, read_port_file
 
 
 def test_defaults_bind_loopback_on_8001() -> None:
@@ -51,15 +51,21 @@ def console_script() -> str:
     return found
 
 
-def test_console_script_serves_health(tmp_path: Path) -> None:
-    port = free_port()
+def test_console_script_serves_health_on_the_port_it_reports(tmp_path: Path) -> None:
+    """`--port 0 --port-file F`: the system picks the port, the backend writes it to F
+    and serves there."""
+    written_to = tmp_path / "backend.port"
+    command = [console_script(), "--port", "0", "--port-file", str(written_to)]
     process = subprocess.Popen(
-        [console_script(), "--port", str(port), "--db", str(tmp_path / "cli.db")],
+        [*command, "--db", str(tmp_path / "cli.db")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "MEMORY_BACKEND_LOG_LEVEL": "warning"},
     )
     try:
+        port = read_port_file(written_to, lambda: process.poll() is None, 20)
+        assert port > 0
+        assert not written_to.with_name("backend.port.partial").exists()
         response = None
         deadline = time.monotonic() + 20
         while response is None and time.monotonic() < deadline:
@@ -79,17 +85,20 @@ def test_console_script_serves_health(tmp_path: Path) -> None:
         assert process.wait(timeout=10) in (0, -signal.SIGTERM)
 
 
-def start_backend(port: int, db: Path) -> subprocess.Popen[bytes]:
+def start_backend(db: Path) -> tuple[subprocess.Popen[bytes], int]:
+    written_to = port_file(db.parent, "backend")
+    command = [console_script(), "--port", "0", "--port-file", str(written_to)]
     process = subprocess.Popen(
-        [console_script(), "--port", str(port), "--db", str(db), "--log-level", "warning"],
+        [*command, "--db", str(db), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    port = read_port_file(written_to, lambda: process.poll() is None, 20)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and process.poll() is None:
         try:
             httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
-            return process
+            return process, port
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()
@@ -97,8 +106,8 @@ def start_backend(port: int, db: Path) -> subprocess.Popen[bytes]:
 
 
 def test_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
-    db, port = tmp_path / "crash.db", free_port()
-    process = start_backend(port, db)
+    db = tmp_path / "crash.db"
+    process, port = start_backend(db)
     try:
         stored = httpx.post(
             f"http://127.0.0.1:{port}/api/memories", json={"content": "acked"}, timeout=5
@@ -108,7 +117,7 @@ def test_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
         process.wait(timeout=10)
     assert stored.status_code == 200
 
-    process = start_backend(port, db)
+    process, port = start_backend(db)  # a new port: only the database carries over
     try:
         digest = stored.json()["content_hash"]
         fetched = httpx.get(f"http://127.0.0.1:{port}/api/memories/{digest}", timeout=5)

@@ -20,7 +20,7 @@ from docker import DockerClient
 from tests.acme.dns import LoopbackDNS
 from tests.acme.gateway_process import peer_certificate
 from tests.acme.pebble import pebble, require_pebble
-from tests.integration.live import free_port
+from tests.ports import reserved_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.pebble]
 
@@ -37,7 +37,7 @@ def test_image_gets_a_certificate_from_acme(
     image: str, docker_client: DockerClient, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
     binary = require_pebble()
-    https_port, http_port = free_port(), free_port()
+    https_port, http_port = reserved_port(), reserved_port()
     os.chmod(tmp_path, 0o755)
     with pebble(binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port) as ca:
         os.chmod(tmp_path / "pebble", 0o755)

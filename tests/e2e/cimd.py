@@ -10,24 +10,17 @@ offer no way to give the `memory-gateway serve` process a private CA for these f
 from __future__ import annotations
 
 import json
-import os
 import ssl
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import trustme
-import uvicorn
 
-from gateway.app import create_app
-from gateway.certs import ensure_dev_certs
 from gateway.oauth.client_metadata import ClientMetadataResolver
-from gateway.settings import Settings
-from tests.integration.live import LiveGateway, free_port, running
+from tests.integration.live import LiveGateway, in_process_stack
 
 
 class DocumentServer:
@@ -77,46 +70,7 @@ class DocumentServer:
 @contextmanager
 def in_process_gateway(root: Path, trusted: ssl.SSLContext) -> Iterator[LiveGateway]:
     """Backend as a subprocess, gateway in this process, trusting `trusted` for CIMD."""
-    backend_port, port = free_port(), free_port()
-    backend_url = f"http://127.0.0.1:{backend_port}"
-    backend = [sys.executable, "-m", "backend", "--host", "127.0.0.1"]
-    backend += ["--port", str(backend_port), "--db", str(root / "memories.db")]
-    certs = ensure_dev_certs(root / "certs")
-    url = f"https://localhost:{port}"
-    settings = Settings.from_env(
-        {
-            "MCP_HTTP_HOST": "127.0.0.1",
-            "MCP_HTTP_PORT": str(port),
-            "MCP_OAUTH_ISSUER": url,
-            "MCP_GATEWAY_UPSTREAM": backend_url,
-            "MCP_GATEWAY_STATE_DIR": str(root / "state"),
-            "MCP_OAUTH_CONSENT": "auto",
-            "MCP_OAUTH_CIMD_ALLOW_PRIVATE": "true",
-            "MCP_OAUTH_RATE_LIMIT_PER_MINUTE": "0",
-        }
-    )
     resolver = ClientMetadataResolver(allow_private=True, verify=trusted)
-    config = uvicorn.Config(
-        create_app(settings, client_resolver=resolver),
-        host="127.0.0.1",
-        port=port,
-        ssl_certfile=os.fspath(certs.server_cert),
-        ssl_keyfile=os.fspath(certs.server_key),
-        lifespan="on",
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    with running(backend, {}, f"{backend_url}/api/health", True):
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 20
-            while not server.started:
-                if not thread.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError("the in-process gateway did not start")
-                time.sleep(0.05)
-            verify = ssl.create_default_context(cafile=str(certs.ca_cert))
-            yield LiveGateway(url, certs.ca_cert, verify, None, backend_url, root / "state")
-        finally:
-            server.should_exit = True
-            thread.join(timeout=15)
+    env = {"MCP_OAUTH_CIMD_ALLOW_PRIVATE": "true"}
+    with in_process_stack(root, env, client_resolver=resolver) as gateway:
+        yield gateway

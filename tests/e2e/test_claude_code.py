@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.support import CLIENTS_DIR
-from tests.integration.live import free_port, running
+from tests.integration.live import live_backend, running
+from tests.ports import bound_socket, port_of
 
 CLAUDE = CLIENTS_DIR / "node_modules" / ".bin" / "claude"
 CLAUDE_CODE_ID = "https://claude.ai/oauth/claude-code-client-metadata"
@@ -49,16 +50,13 @@ def claude() -> Path:
 @contextmanager
 def plain_stack(root: Path, **extra: str) -> Iterator[str]:
     """Backend and gateway on loopback over plain HTTP (issuer http://localhost:PORT)."""
-    backend_port, gateway_port = free_port(), free_port()
-    backend = f"http://127.0.0.1:{backend_port}"
+    listener = bound_socket()  # the gateway's, handed over at its start
+    gateway_port = port_of(listener)
     url = f"http://localhost:{gateway_port}"
-    backend_cmd = [sys.executable, "-m", "backend", "--host", "127.0.0.1"]
-    backend_cmd += ["--port", str(backend_port), "--db", str(root / "memories.db")]
     env = {
         "MCP_HTTP_HOST": "127.0.0.1",
         "MCP_HTTP_PORT": str(gateway_port),
         "MCP_OAUTH_ISSUER": url,
-        "MCP_GATEWAY_UPSTREAM": backend,
         "MCP_GATEWAY_STATE_DIR": str(root / "state"),
         "MCP_OAUTH_CONSENT": "auto",
         "MCP_OAUTH_RATE_LIMIT_PER_MINUTE": "0",
@@ -66,11 +64,11 @@ def plain_stack(root: Path, **extra: str) -> Iterator[str]:
         **extra,
     }
     gateway_cmd = [sys.executable, "-m", "gateway", "serve"]
-    with (
-        running(backend_cmd, {}, f"{backend}/api/health", True),
-        running(gateway_cmd, env, f"http://127.0.0.1:{gateway_port}/healthz", True),
-    ):
-        yield url
+    health = f"http://127.0.0.1:{gateway_port}/healthz"
+    with live_backend(root) as backend:
+        env["MCP_GATEWAY_UPSTREAM"] = backend
+        with running(gateway_cmd, env, health, True, listener=listener):
+            yield url
 
 
 def in_pty(command: list[str], env: dict[str, str], cwd: Path, timeout: float) -> str:

@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from tests.e2e.support import NodeClients, http_client, register
-from tests.integration.live import LiveGateway, free_port
+from tests.integration.live import LiveGateway
+from tests.ports import reserved_port
 
 pytestmark = pytest.mark.node
 
@@ -72,7 +73,7 @@ def test_conformance_authorization_server_scenarios_all_pass(
     node: NodeClients, gateway: LiveGateway, tmp_path: Path
 ) -> None:
     """D2/D3 metadata and A1-A7/T1-T3 code grant, as judged by the MCP conformance suite."""
-    port = free_port()
+    port = reserved_port()  # the conformance suite listens there for the redirect
     with http_client(gateway) as http:
         client_id = register(http, f"http://127.0.0.1:{port}/callback")
     command = [

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.proxy.conftest import ROOT, free_port, start_upstream, wait_listening
+from tests.ports import bound_socket, handed_over, port_of
+from tests.proxy.conftest import ROOT, start_upstream, wait_listening
 
 MiB = 1024 * 1024
 ATTACKER = "127.0.0.1"
@@ -63,7 +64,9 @@ class Gateway:
 def serve(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Gateway]:
     """`memory-gateway serve` on loopback in front of the test upstream."""
     upstream = start_upstream()
-    port = free_port()
+    listener = bound_socket()  # handed to the gateway: no port race
+    port = port_of(listener)
+    handing, fds = handed_over(listener)
     log = tmp / "gateway.log"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
     environment.update(
@@ -75,13 +78,15 @@ def serve(tmp: Path, env: dict[str, str] | None = None) -> Iterator[Gateway]:
             "MCP_OAUTH_STORAGE": "memory://",
             "MCP_OAUTH_SECRET_KEY": "edge-test-secret-key-long-enough-for-hs256",
             **(env or {}),
+            **handing,
         }
     )
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
-            cwd=tmp, env=environment, stdout=sink, stderr=subprocess.STDOUT,
+            cwd=tmp, env=environment, stdout=sink, stderr=subprocess.STDOUT, pass_fds=fds,
         )  # fmt: skip
+    listener.close()  # the child holds it now
     gateway = Gateway(port, proc, log)
     try:
         wait_listening(port, proc, 20)

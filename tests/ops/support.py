@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.proxy.conftest import free_port
+from tests.ports import bound_socket, handed_over, port_of, reserved_port, start_retrying
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "ops-test-api-key-0123456789abcdef"
@@ -75,8 +75,25 @@ def start_gateway(
     metrics: bool = True,
     wait_path: str = "/healthz",
 ) -> Gateway:
-    port = free_port()
-    metrics_port = free_port() if metrics else None
+    """`serve` on a socket bound here and handed over (no port race); with `--workers`
+    the supervisor binds the port itself, so that one (and the metrics port, which the
+    gateway binds) is a `reserved_port`, the start retried if it was taken meanwhile."""
+    return start_retrying(lambda: _start_gateway(tmp, upstream, env, args, metrics, wait_path))
+
+
+def _start_gateway(
+    tmp: Path,
+    upstream: str,
+    env: Mapping[str, str] | None,
+    args: tuple[str, ...],
+    metrics: bool,
+    wait_path: str,
+) -> Gateway:
+    supervised = "--workers" in args
+    sock = None if supervised else bound_socket()
+    port = reserved_port() if sock is None else port_of(sock)
+    handing, fds = handed_over(sock) if sock is not None else ({}, ())
+    metrics_port = reserved_port() if metrics else None
     state = tmp / f"state-{port}"
     full = {
         **os.environ,
@@ -90,6 +107,7 @@ def start_gateway(
         "MCP_GATEWAY_LOG_FORMAT": "json",
         **({"MCP_GATEWAY_METRICS_ADDR": f"127.0.0.1:{metrics_port}"} if metrics_port else {}),
         **(env or {}),
+        **handing,
     }
     log_path = tmp / f"gateway-{port}.log"
     with log_path.open("wb") as out:
@@ -99,8 +117,12 @@ def start_gateway(
             env=full,
             stdout=out,
             stderr=subprocess.STDOUT,
+            pass_fds=fds,
         )
-    gateway = Gateway(port, proc, log_path, metrics_port, state, full)
+    if sock is not None:
+        sock.close()  # the child holds the listener now
+    operator_env = {k: v for k, v in full.items() if k not in handing}
+    gateway = Gateway(port, proc, log_path, metrics_port, state, operator_env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -12,28 +12,21 @@ from pathlib import Path
 import httpx
 
 from tests.ops.support import ROOT, Gateway, metric, start_gateway
-from tests.proxy.conftest import free_port, wait_listening
-from tests.store.redis_server import _answers_ping, require_redis_server
+from tests.ports import port_file, read_port_file
+from tests.proxy.conftest import wait_listening
+from tests.store.redis_server import require_redis_server, start_redis, start_redis_anywhere
 
 
-def start_backend(port: int, db: Path) -> subprocess.Popen[bytes]:
+def start_backend(port: int, db: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The backend on `port`; 0: the port it picks (read back). A restart passes the
+    port of the first start: the gateway in front keeps its upstream URL."""
+    written_to = port_file(db.parent, "backend")
     command = [sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(port),
-               "--db", str(db)]  # fmt: skip
+               "--port-file", str(written_to), "--db", str(db)]  # fmt: skip
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = read_port_file(written_to, lambda: proc.poll() is None, 30)
     wait_listening(port, proc, 30)
-    return proc
-
-
-def start_redis(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(directory)]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not _answers_ping(port):
-        assert proc.poll() is None
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    return proc
+    return proc, port
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -62,9 +55,8 @@ def expect(gateway: Gateway, status: int, reason: Callable[[str], bool] = lambda
 
 def test_readyz_follows_the_backend_and_redis(tmp_path: Path) -> None:
     binary = require_redis_server()
-    backend_port, redis_port = free_port(), free_port()
-    backend = start_backend(backend_port, tmp_path / "memories.db")
-    redis = start_redis(binary, redis_port, tmp_path)
+    backend, backend_port = start_backend(0, tmp_path / "memories.db")
+    redis, redis_port = start_redis_anywhere(binary, tmp_path)
     gateway = start_gateway(
         tmp_path,
         f"http://127.0.0.1:{backend_port}",
@@ -75,7 +67,7 @@ def test_readyz_follows_the_backend_and_redis(tmp_path: Path) -> None:
         expect(gateway, 200)
         stop(backend)
         expect(gateway, 503, lambda reason: "upstream" in reason)
-        backend = start_backend(backend_port, tmp_path / "memories.db")
+        backend, _ = start_backend(backend_port, tmp_path / "memories.db")
         expect(gateway, 200)
         stop(redis)
         expect(gateway, 503, lambda reason: "store unavailable" in reason)
@@ -91,8 +83,7 @@ def test_readyz_follows_the_backend_and_redis(tmp_path: Path) -> None:
 
 
 def test_readyz_on_sqlite_follows_the_backend(tmp_path: Path) -> None:
-    backend_port = free_port()
-    backend = start_backend(backend_port, tmp_path / "memories.db")
+    backend, backend_port = start_backend(0, tmp_path / "memories.db")
     gateway = start_gateway(tmp_path, f"http://127.0.0.1:{backend_port}", metrics=False)
     try:
         expect(gateway, 200)

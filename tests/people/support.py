@@ -40,7 +40,8 @@ from gateway.certs import ensure_dev_certs
 from gateway.settings import Settings
 from tests.clients.consent import AuthorizationFailed, Redirect, redirect_params
 from tests.e2e.support import Pkce
-from tests.integration.live import LiveGateway, free_port, running
+from tests.integration.live import LiveGateway, live_backend, running
+from tests.ports import bound_socket, port_of, reserved_port, start_retrying
 
 PROVIDER_DIR = Path(__file__).resolve().parent / "provider"
 CLIENTS_NODE = Path(__file__).resolve().parents[1] / "clients" / "node_modules" / ".bin" / "node"
@@ -91,6 +92,7 @@ class OpenIdProvider:
                 return
             if not line and self.process.poll() is not None:
                 break
+        self.stop()
         raise RuntimeError("oidc-provider did not start")
 
     def stop(self) -> None:
@@ -109,7 +111,8 @@ class Wiretap:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = free_port()
+        self._listener = bound_socket()  # served on as it is: no port race
+        self.port = port_of(self._listener)
         self.sent = bytearray()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -131,7 +134,7 @@ class Wiretap:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
-            asyncio.start_server(self._relay, "127.0.0.1", self.port)
+            asyncio.start_server(self._relay, sock=self._listener)
         )
         self._ready.set()
         try:
@@ -173,23 +176,24 @@ class PeopleStack:
 @contextmanager
 def people_stack(root: Path, extra_env: dict[str, str] | None = None) -> Iterator[PeopleStack]:
     node = find_node()
-    provider_port, gateway_port, backend_port = free_port(), free_port(), free_port()
+    listener = bound_socket()  # the gateway's, handed over at its start
+    gateway_port = port_of(listener)
     url = f"https://localhost:{gateway_port}"
-    provider = OpenIdProvider(
-        f"http://127.0.0.1:{provider_port}", provider_port, f"{url}/oauth/callback", node
-    )
-    provider.start()
-    backend_url = f"http://127.0.0.1:{backend_port}"
-    backend_cmd = [
-        sys.executable, "-m", "backend", "--host", "127.0.0.1", "--port", str(backend_port),
-        "--db", str(root / "memories.db"),
-    ]  # fmt: skip
+
+    def start_provider() -> OpenIdProvider:
+        # oidc-provider is told its port (its issuer names it): a reserved one, retried.
+        port = reserved_port()
+        provider = OpenIdProvider(f"http://127.0.0.1:{port}", port, f"{url}/oauth/callback", node)
+        provider.start()
+        return provider
+
+    provider = start_retrying(start_provider)
     certs = ensure_dev_certs(root / "certs")
     verify = ssl.create_default_context(cafile=str(certs.ca_cert))
     try:
         with (
-            running(backend_cmd, {}, f"{backend_url}/api/health", True),
-            Wiretap(backend_port) as tap,
+            live_backend(root) as backend_url,
+            Wiretap(int(backend_url.rsplit(":", 1)[1])) as tap,
         ):
             env = {
                 "MCP_HTTPS_ENABLED": "true",
@@ -213,7 +217,7 @@ def people_stack(root: Path, extra_env: dict[str, str] | None = None) -> Iterato
                 **(extra_env or {}),
             }
             gateway_cmd = [sys.executable, "-m", "gateway", "serve"]
-            with running(gateway_cmd, env, f"{url}/healthz", verify):
+            with running(gateway_cmd, env, f"{url}/healthz", verify, listener=listener):
                 gateway = LiveGateway(
                     url, certs.ca_cert, verify, API_KEY, backend_url, root / "state"
                 )

@@ -12,15 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import bound_socket, listen_argument, port_of
 from tests.proxy.gateway_server import ISSUER, token_service
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
@@ -61,12 +56,22 @@ class Server:
 
 
 def start(module: str, *args: str, port: int | None = None) -> Server:
-    port = port or free_port()
+    """`python -m module` serving on a socket bound here (port 0) and handed over, or
+    on `port` (a restart where a server was: the test's point is that very port)."""
+    sock = None if port is not None else bound_socket()
+    if sock is not None:
+        sock.listen(128)
+    listen = str(port) if sock is None else listen_argument(sock)
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, str(port), *args],
+        [sys.executable, "-m", module, listen, *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        pass_fds=() if sock is None else (sock.fileno(),),
     )
+    if sock is not None:
+        port = port_of(sock)
+        sock.close()  # the child holds it now
+    assert port is not None
     server = Server(port, proc)
     try:
         wait_listening(port, proc)

@@ -2,6 +2,7 @@
 Policy and an HS256 token service, for tests and the benchmark.
 
 Run: python -m tests.proxy.gateway_server PORT UPSTREAM [KEY=VALUE settings overrides]
+(PORT or fd=N: a listening socket handed over, see tests.ports.run_uvicorn)
 `protocol=asgi` serves every request through the ASGI app (no protocol fast path).
 """
 
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-
-import uvicorn
 
 from gateway.auth import Authenticator, Challenges
 from gateway.http_protocol import CorkedHttpToolsProtocol, fast_proxy_protocol
@@ -65,14 +64,15 @@ def settings_from(upstream: str, overrides: list[str]) -> tuple[Settings, dict[s
 
 
 if __name__ == "__main__":
-    port, upstream = int(sys.argv[1]), sys.argv[2]
+    from tests.ports import run_uvicorn
+
+    listen, upstream = sys.argv[1], sys.argv[2]
     settings, ssl = settings_from(upstream, sys.argv[3:])
     proxy = build(settings)
     asgi_only = "protocol=asgi" in sys.argv[3:]
-    uvicorn.run(
+    run_uvicorn(
         proxy,
-        host="127.0.0.1",
-        port=port,
+        listen,
         loop="uvloop",
         http=CorkedHttpToolsProtocol if asgi_only else fast_proxy_protocol(proxy, lambda _: True),
         log_level="warning",
@@ -80,5 +80,5 @@ if __name__ == "__main__":
         server_header=False,
         date_header=False,
         proxy_headers=False,
-        **ssl,  # type: ignore[arg-type]
+        **ssl,
     )

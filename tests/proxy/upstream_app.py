@@ -1,7 +1,7 @@
 """A test upstream on real sockets: echoes what it received, streams SSE and large
 bodies, stalls on demand, and records client disconnects for the tests to read.
 
-Run: python -m tests.proxy.upstream_app PORT
+Run: python -m tests.proxy.upstream_app PORT (or fd=N: a listening socket handed over)
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
-
-import uvicorn
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -147,10 +145,11 @@ ROUTES = {
 
 
 if __name__ == "__main__":
-    uvicorn.run(
+    from tests.ports import run_uvicorn
+
+    run_uvicorn(
         app,
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
+        sys.argv[1],
         loop="uvloop",
         http="httptools",
         log_level="warning",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.live import free_port
+from tests.ports import reserved_port, start_retrying
 
 
 def require_redis_server() -> str:
@@ -40,19 +40,37 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-@contextmanager
-def redis_server(binary: str, directory: Path) -> Iterator[str]:
-    """The URL of a fresh redis-server: loopback only, nothing written to disk."""
-    port = free_port()
+def start_redis(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """redis-server on 127.0.0.1:`port`, answering PING; RuntimeError if it exits or
+    stays silent for 10 s (a reserved port taken meanwhile makes it exit)."""
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     command += ["--appendonly", "no", "--daemonize", "no", "--dir", str(directory)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not _answers_ping(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"redis-server on port {port} did not start")
+        time.sleep(0.05)
+    return process
+
+
+def start_redis_anywhere(binary: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """redis-server cannot report a port it picked: a reserved port, retried if taken."""
+
+    def start() -> tuple[subprocess.Popen[bytes], int]:
+        port = reserved_port()
+        return start_redis(binary, port, directory), port
+
+    return start_retrying(start)
+
+
+@contextmanager
+def redis_server(binary: str, directory: Path) -> Iterator[str]:
+    """The URL of a fresh redis-server: loopback only, nothing written to disk."""
+    process, port = start_redis_anywhere(binary, directory)
     try:
-        deadline = time.monotonic() + 10
-        while not _answers_ping(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on port {port} did not start")
-            time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()

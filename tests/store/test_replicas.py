@@ -27,7 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.integration.live import free_port, running
+from tests.integration.live import live_backend, running
+from tests.ports import bound_socket, port_of
 from tests.store.redis_server import unique_prefix
 
 pytestmark = pytest.mark.redis
@@ -49,13 +50,12 @@ class Replicas:
 def replicas(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     root = tmp_path_factory.mktemp("replicas")
     state = root / "state"
-    backend_port, port_a, port_b = free_port(), free_port(), free_port()
-    issuer = f"http://localhost:{port_a}"
+    listeners = [bound_socket(), bound_socket()]  # handed to the replicas, never released
+    issuer = f"http://localhost:{port_of(listeners[0])}"
     shared = {
         "MCP_HTTPS_ENABLED": "false",
         "MCP_HTTP_HOST": "127.0.0.1",
         "MCP_OAUTH_ISSUER": issuer,
-        "MCP_GATEWAY_UPSTREAM": f"http://127.0.0.1:{backend_port}",
         "MCP_GATEWAY_STATE_DIR": str(state),
         "MCP_OAUTH_STORAGE": f"{redis_url}?prefix={unique_prefix()}",
         "MCP_OAUTH_CONSENT": "auto",
@@ -63,18 +63,15 @@ def replicas(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "MCP_OAUTH_RATE_LIMIT_PER_MINUTE": "0",
     }
     _make_signing_key(shared)
-    backend = [sys.executable, "-m", "backend", "--host", "127.0.0.1"]
-    backend += ["--port", str(backend_port), "--db", str(root / "memories.db")]
     gateway = [sys.executable, "-m", "gateway", "serve"]
     with ExitStack() as stack:
-        stack.enter_context(
-            running(backend, {}, f"http://127.0.0.1:{backend_port}/api/health", True)
-        )
+        shared["MCP_GATEWAY_UPSTREAM"] = stack.enter_context(live_backend(root))
         clients = []
-        for port in (port_a, port_b):
+        for listener in listeners:
+            port = port_of(listener)
             url = f"http://127.0.0.1:{port}"
             env = {**shared, "MCP_HTTP_PORT": str(port)}
-            stack.enter_context(running(gateway, env, f"{url}/healthz", True))
+            stack.enter_context(running(gateway, env, f"{url}/healthz", True, listener=listener))
             clients.append(stack.enter_context(httpx.Client(base_url=url, timeout=10)))
         yield Replicas(issuer, clients[0], clients[1])
 

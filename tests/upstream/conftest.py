@@ -17,14 +17,15 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.live import free_port, running
+from tests.integration.live import running
+from tests.ports import bound_socket, port_of, reserved_port, start_retrying
 
 VERSION = os.environ.get("MCP_MEMORY_SERVICE_VERSION", "10.59.0")
 VENV = Path(
@@ -72,27 +73,34 @@ def upstream_env(root: Path) -> dict[str, str]:
 
 @contextmanager
 def upstream(root: Path, mode: str) -> Iterator[str]:
-    """`mode` "web" (memory server --http) or "mcp" (memory server --streamable-http)."""
+    """`mode` "web" (memory server --http) or "mcp" (memory server --streamable-http).
+    mcp-memory-service cannot report a port it picked: a reserved one, retried if taken."""
     command = memory_command()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     root.mkdir(parents=True, exist_ok=True)
-    env = upstream_env(root)
-    if mode == "web":
-        args = [str(command), "server", "--http"]
-        env |= {"MCP_HTTP_HOST": "127.0.0.1", "MCP_HTTP_PORT": str(port)}
-        health = f"{url}/api/health"
-    else:
-        args = [str(command), "server", "--streamable-http"]
-        args += ["--sse-host", "127.0.0.1", "--sse-port", str(port)]
-        health = f"{url}/health"
-    with running(args, env, health, True, timeout=120):
-        yield url
+    with ExitStack() as stack:
+
+        def start() -> str:
+            port = reserved_port()
+            url = f"http://127.0.0.1:{port}"
+            env = upstream_env(root)
+            if mode == "web":
+                args = [str(command), "server", "--http"]
+                env |= {"MCP_HTTP_HOST": "127.0.0.1", "MCP_HTTP_PORT": str(port)}
+                health = f"{url}/api/health"
+            else:
+                args = [str(command), "server", "--streamable-http"]
+                args += ["--sse-host", "127.0.0.1", "--sse-port", str(port)]
+                health = f"{url}/health"
+            stack.enter_context(running(args, env, health, True, timeout=120))
+            return url
+
+        yield start_retrying(start)
 
 
 @contextmanager
 def gateway(root: Path, upstream_url: str, **extra: str) -> Iterator[str]:
-    port = free_port()
+    listener = bound_socket()
+    port = port_of(listener)
     url = f"http://127.0.0.1:{port}"
     env = {
         "MCP_HTTP_HOST": "127.0.0.1",
@@ -107,7 +115,8 @@ def gateway(root: Path, upstream_url: str, **extra: str) -> Iterator[str]:
         "MCP_GATEWAY_LOG_FILE": str(root / "gateway.log"),
         **extra,
     }
-    with running([sys.executable, "-m", "gateway", "serve"], env, f"{url}/healthz", True):
+    command = [sys.executable, "-m", "gateway", "serve"]
+    with running(command, env, f"{url}/healthz", True, listener=listener):
         yield url
 
 

@@ -14,7 +14,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.integration.live import free_port
+from tests.ports import reserved_port
 from tests.upstream.conftest import VENV, VERSION, memory_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,8 @@ def readme_steps() -> str:
 def test_readme_steps_run_as_written(tmp_path: Path) -> None:
     memory_command()  # skips (or fails under REQUIRE_MCP_MEMORY_SERVICE) without the venv
     script = readme_steps()
-    gateway_port, upstream_port = free_port(), free_port()
+    # The steps name their ports (8000, 8001): reserved ones are written in instead.
+    gateway_port, upstream_port = reserved_port(), reserved_port()
     script = re.sub(r"\b8001\b", str(upstream_port), script)
     script = re.sub(r"\b8000\b", str(gateway_port), script)
     script = script.replace("$HOME/mcp-memory-service", str(VENV))
