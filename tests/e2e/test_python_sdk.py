@@ -9,7 +9,6 @@ against the development CA.
 from __future__ import annotations
 
 import secrets
-import time
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -24,7 +23,8 @@ from tests.clients.mcp_python import (
     oauth_provider,
     tool_json,
 )
-from tests.e2e.conftest import API_KEY
+from tests.clock import Clock
+from tests.e2e.conftest import API_KEY, CLOCKED_TOKEN_SECONDS
 from tests.e2e.support import jwt_claims, seed_memory
 from tests.integration.live import LiveGateway
 
@@ -118,13 +118,15 @@ async def test_d6_python_sdk_steps_up_from_read_to_write(gateway: LiveGateway) -
 
 
 async def test_t5_python_sdk_refreshes_past_expiry_while_a_twin_refreshes_concurrently(
-    gateway: LiveGateway,
+    clocked_gateway: tuple[LiveGateway, Clock],
 ) -> None:
-    """T5 with 1-minute tokens: past expiry (and the 30 s leeway) the SDK refreshes on
+    """T5 with short tokens: past expiry (and the 30 s leeway) the SDK refreshes on
     its own while a second copy of the same credentials (another instance sharing the
     token file) refreshes with the same refresh token at the same moment. The grace
     window serves both; the SDK never falls back to a new authorization and the rotated
-    refresh token keeps working."""
+    refresh token keeps working. The SDK's expiry passes in real time (`expires_in` is
+    CLOCKED_TOKEN_SECONDS); the gateway's clock is moved past `exp` + leeway."""
+    gateway, clock = clocked_gateway
     callbacks = HeadlessCallbacks(HeadlessUserAgent(gateway.verify))
     storage = MemoryTokenStorage()
     url = f"{gateway.url}/mcp"
@@ -137,10 +139,13 @@ async def test_t5_python_sdk_refreshes_past_expiry_while_a_twin_refreshes_concur
         old = storage.tokens
         assert old is not None
         assert old.refresh_token
+        assert old.expires_in == CLOCKED_TOKEN_SECONDS
         assert storage.client_info is not None
         client_id = storage.client_info.client_id
+        await anyio.sleep(CLOCKED_TOKEN_SECONDS + 0.5)  # the SDK's own expiry, real time
         expires = jwt_claims(old.access_token)["exp"]
-        await anyio.sleep(max(0.0, expires + LEEWAY_SECONDS + 2 - time.time()))
+        assert isinstance(expires, int)
+        clock.now = expires + LEEWAY_SECONDS + 2
         stale = await http.post("/mcp", headers={"Authorization": f"Bearer {old.access_token}"})
         assert stale.status_code == 401
         assert 'error="invalid_token"' in stale.headers["www-authenticate"]
