@@ -94,3 +94,11 @@ def test_storage_unreachable_at_start_up_is_one_line_and_exit_3(tmp_path: Path) 
     assert done.returncode == 3
     assert "start-up failed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_port_0_with_workers_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Each worker would bind a port of its own: port 0 is served by one process."""
+    done = run_cli("serve", "--port", "0", "--workers", "2", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "port 0 is served by one process" in done.stderr
+    assert "Traceback" not in done.stderr
