@@ -11,10 +11,12 @@ Our own servers pick their port and report it:
 
 `reserved_port` is the one bind-then-release helper, for what truly needs a port number
 before the server exists: third-party servers that cannot report theirs (redis-server,
-Pebble, oidc-provider, nginx, mcp-memory-service), ports written into another server's
-configuration first (the redirect port Pebble validates on), and "nothing listens here"
-addresses. Another process may take the port between release and bind, so starts that
-use it go through `start_retrying`.
+Pebble, oidc-provider, mcp-memory-service, the conformance suite's callback), ports the
+README steps name, `serve --workers N` (the supervisor binds), and "nothing listens
+here" addresses. Another process may take the port between release and bind: the
+starts of redis-server, oidc-provider, mcp-memory-service and the ops gateways go
+through `start_retrying`. (The gateway ports Pebble must know are bound here and handed
+over: `tests.acme.gateway_process.Listeners`.)
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tests.ports import reserved_port
+from tests.ports import bound_socket, handed_over, port_of, reserved_port
 
 API_KEY = "acme-test-api-key-0123456789abcdef"
 
@@ -55,14 +55,44 @@ def acme_env(
     }
 
 
+class Listeners:
+    """The gateway's main (HTTPS) and redirect (HTTP) listening sockets, bound here to
+    port 0 so that their ports can go into Pebble's configuration (it validates on the
+    redirect port) and the gateway's before either starts; handed to the first gateway
+    started with them. A restart on the same ports (the tests' point) binds them itself."""
+
+    def __init__(self) -> None:
+        self.sockets = [bound_socket(), bound_socket()]
+        self.ports = (port_of(self.sockets[0]), port_of(self.sockets[1]))
+
+    def hand_over(self) -> tuple[dict[str, str], tuple[int, ...]]:
+        if not self.sockets:
+            raise RuntimeError("these listeners were handed to a gateway already")
+        return handed_over(*self.sockets)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
+
+
 @contextmanager
-def gateway(env: Mapping[str, str], log: Path) -> Iterator[GatewayProcess]:
+def gateway(
+    env: Mapping[str, str], log: Path, listeners: Listeners | None = None
+) -> Iterator[GatewayProcess]:
     command = [sys.executable, "-m", "gateway", "serve"]
+    handing, fds = listeners.hand_over() if listeners is not None else ({}, ())
     with open(log, "ab") as out:
         started = time.monotonic()
         process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            command,
+            env={**os.environ, **env, **handing},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=fds,
         )
+    if listeners is not None:
+        listeners.close()  # the child holds them now
     running = GatewayProcess(
         process,
         int(env["MCP_HTTP_PORT"]),

@@ -15,7 +15,7 @@ from gateway.acme import AcmeCounters
 from gateway.server import serve
 from gateway.settings import Settings
 from tests.acme.dns import LoopbackDNS
-from tests.acme.gateway_process import acme_env, peer_certificate
+from tests.acme.gateway_process import Listeners, acme_env, peer_certificate
 from tests.acme.pebble import make_api_ca, pebble, require_pebble
 from tests.ports import reserved_port
 
@@ -27,8 +27,11 @@ NAME = "memory.test"
 class InProcess:
     """`gateway.server.serve` on a loop in a thread, cancelled at the end."""
 
-    def __init__(self, settings: Settings, events: AcmeCounters) -> None:
+    def __init__(
+        self, settings: Settings, events: AcmeCounters, listeners: Listeners | None = None
+    ) -> None:
         self.settings, self.events = settings, events
+        self.sockets = listeners.sockets if listeners is not None else []
         self.error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -44,7 +47,7 @@ class InProcess:
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         self._ready.set()
-        server = asyncio.create_task(serve(self.settings, acme_events=self.events))
+        server = asyncio.create_task(serve(self.settings, self.sockets, acme_events=self.events))
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait([server, stop], return_when=asyncio.FIRST_COMPLETED)
         if server.done():
@@ -62,6 +65,8 @@ class InProcess:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=15)
+        for sock in self.sockets:
+            sock.close()
         assert not self._thread.is_alive()
 
 
@@ -84,14 +89,15 @@ def dns() -> Iterator[LoopbackDNS]:
 
 def test_events_count_failures_then_the_certificate(dns: LoopbackDNS, tmp_path: Path) -> None:
     binary = require_pebble()
-    https_port, http_port, acme_port = reserved_port(), reserved_port(), reserved_port()
+    listeners = Listeners()  # served on as they are: no port race for the gateway's two
+    (https_port, http_port), acme_port = listeners.ports, reserved_port()
     api = make_api_ca(tmp_path)
     env = acme_env(
         tmp_path / "state", f"https://127.0.0.1:{acme_port}/dir", api.ca_file, NAME,
         https_port, http_port,
     )  # fmt: skip
     events = AcmeCounters()
-    with InProcess(Settings.from_env(env), events) as server:
+    with InProcess(Settings.from_env(env), events, listeners) as server:
         _wait(lambda: events.failures_total >= 1, 20, "a failure", server)
         assert events.last_error is not None
         assert "cannot reach the ACME server" in events.last_error

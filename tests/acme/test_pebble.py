@@ -19,6 +19,7 @@ from cryptography import x509
 
 from tests.acme.dns import LoopbackDNS
 from tests.acme.gateway_process import (
+    Listeners,
     acme_env,
     gateway,
     peer_certificate,
@@ -51,13 +52,14 @@ def _mode(path: Path) -> int:
 def test_first_issuance_then_restart_without_reissue(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port = reserved_port(), reserved_port()
+    listeners = Listeners()
+    https_port, http_port = listeners.ports
     with pebble(pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port) as ca:
         env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, NAME, https_port, http_port)
         metrics_port = reserved_port()
         env["MCP_GATEWAY_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
         verify = ca.client_context()
-        with gateway(env, tmp_path / "gateway.log") as running:
+        with gateway(env, tmp_path / "gateway.log", listeners) as running:
             first = wait_for_issued(running, NAME, verify)
             scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
             assert 'mcp_gateway_certificate_events_total{event="issued"} 1.0' in scraped
@@ -104,14 +106,15 @@ def test_first_issuance_then_restart_without_reissue(
 def test_renewal_swaps_in_under_an_open_connection(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port = reserved_port(), reserved_port()
+    listeners = Listeners()
+    https_port, http_port = listeners.ports
     with pebble(
         pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port,
         validity_seconds=15,
     ) as ca:  # fmt: skip
         env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, NAME, https_port, http_port)
         verify = ca.client_context()
-        with gateway(env, tmp_path / "gateway.log") as running:
+        with gateway(env, tmp_path / "gateway.log", listeners) as running:
             first = wait_for_issued(running, NAME, verify)
             connection = _NamedConnection("127.0.0.1", https_port, context=verify, timeout=10)
             connection.request("GET", "/healthz", headers={"host": NAME})
@@ -145,11 +148,12 @@ class _NamedConnection(http.client.HTTPSConnection):
 def test_acme_server_down_at_startup_is_retried(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port, acme_port = reserved_port(), reserved_port(), reserved_port()
+    listeners = Listeners()
+    (https_port, http_port), acme_port = listeners.ports, reserved_port()
     api = make_api_ca(tmp_path)
     directory = f"https://127.0.0.1:{acme_port}/dir"
     env = acme_env(tmp_path / "state", directory, api.ca_file, NAME, https_port, http_port)
-    with gateway(env, tmp_path / "gateway.log") as running:
+    with gateway(env, tmp_path / "gateway.log", listeners) as running:
         wait_until(
             lambda: "cannot reach the ACME server" in running.log_text(), 20,
             "the first failure", running,
@@ -172,13 +176,14 @@ def test_acme_server_down_at_startup_is_retried(
 def test_a_domain_that_fails_validation(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port = reserved_port(), reserved_port()
+    listeners = Listeners()
+    https_port, http_port = listeners.ports
     with pebble(pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port) as ca:
         names = f"{NAME},unknown.test"  # the loopback DNS answers NXDOMAIN for the second
         env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, names, https_port, http_port)
         metrics_port = reserved_port()
         env["MCP_GATEWAY_METRICS_ADDR"] = f"127.0.0.1:{metrics_port}"
-        with gateway(env, tmp_path / "gateway.log") as running:
+        with gateway(env, tmp_path / "gateway.log", listeners) as running:
             wait_until(
                 lambda: running.log_text().count("validation failed") >= 2, 30,
                 "two failed attempts", running,
@@ -213,7 +218,8 @@ def test_two_replicas_share_one_certificate(
     replica holds the lock and orders, the token is in the shared directory, so the first
     one answers it (if the second orders before the first listens, that attempt fails
     and is retried, which is what a load balancer in front of replicas also sees)."""
-    ports = [(reserved_port(), reserved_port()) for _ in range(2)]
+    listeners = [Listeners(), Listeners()]
+    ports = [each.ports for each in listeners]
     with pebble(pebble_binary, tmp_path / "pebble", http_port=ports[0][1], dns_port=dns.port) as ca:
         verify = ca.client_context()
         envs = [
@@ -221,8 +227,8 @@ def test_two_replicas_share_one_certificate(
             for https, http in ports
         ]
         with (
-            gateway(envs[0], tmp_path / "a.log") as first,
-            gateway(envs[1], tmp_path / "b.log") as second,
+            gateway(envs[0], tmp_path / "a.log", listeners[0]) as first,
+            gateway(envs[1], tmp_path / "b.log", listeners[1]) as second,
         ):
             a = wait_for_issued(first, NAME, verify)
             b = wait_for_issued(second, NAME, verify, timeout=60)
@@ -237,14 +243,15 @@ def test_two_replicas_share_one_certificate(
 def test_renewal_failure_keeps_the_old_certificate(
     pebble_binary: str, dns: LoopbackDNS, tmp_path: Path
 ) -> None:
-    https_port, http_port = reserved_port(), reserved_port()
+    listeners = Listeners()
+    https_port, http_port = listeners.ports
     with pebble(
         pebble_binary, tmp_path / "pebble", http_port=http_port, dns_port=dns.port,
         validity_seconds=30,
     ) as ca:  # fmt: skip
         env = acme_env(tmp_path / "state", ca.directory, ca.api_ca, NAME, https_port, http_port)
         verify = ca.client_context()
-        with gateway(env, tmp_path / "gateway.log") as running:
+        with gateway(env, tmp_path / "gateway.log", listeners) as running:
             first = wait_for_issued(running, NAME, verify)
             connection = _NamedConnection("127.0.0.1", https_port, context=verify, timeout=10)
             connection.request("GET", "/healthz", headers={"host": NAME})
@@ -271,7 +278,8 @@ def test_a_reset_ca_gets_a_new_account(
 ) -> None:
     """A private CA that forgot its accounts (Pebble keeps none across restarts): the
     stored account is refused, a new one is registered and the order goes through."""
-    https_port, http_port, acme_port = reserved_port(), reserved_port(), reserved_port()
+    listeners = Listeners()
+    (https_port, http_port), acme_port = listeners.ports, reserved_port()
     api = make_api_ca(tmp_path)
     directory = f"https://127.0.0.1:{acme_port}/dir"
     env = acme_env(tmp_path / "state", directory, api.ca_file, NAME, https_port, http_port)
@@ -282,7 +290,7 @@ def test_a_reset_ca_gets_a_new_account(
             api=api, listen_port=acme_port,
         )  # fmt: skip
 
-    with fresh_ca("pebble-1") as ca, gateway(env, tmp_path / "gateway-1.log") as running:
+    with fresh_ca("pebble-1") as ca, gateway(env, tmp_path / "gateway-1.log", listeners) as running:
         wait_for_issued(running, NAME, ca.client_context())
     # Another name on the next start makes the gateway order again, from a fresh CA.
     env["MCP_ACME_DOMAINS"] = f"{NAME},replica.test"

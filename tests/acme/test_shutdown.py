@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.acme.gateway_process import acme_env, gateway, wait_until
-from tests.ports import reserved_port
+from tests.acme.gateway_process import Listeners, acme_env, gateway, wait_until
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -25,11 +24,10 @@ def test_a_signal_during_a_hanging_acme_request_exits_promptly(
     ca_file = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca_file))
     directory = f"https://127.0.0.1:{silent.getsockname()[1]}/dir"
-    env = acme_env(
-        tmp_path / "state", directory, ca_file, "memory.test", reserved_port(), reserved_port()
-    )
+    listeners = Listeners()
+    env = acme_env(tmp_path / "state", directory, ca_file, "memory.test", *listeners.ports)
     try:
-        with gateway(env, tmp_path / "gateway.log") as running:
+        with gateway(env, tmp_path / "gateway.log", listeners) as running:
             wait_until(
                 lambda: "requesting a certificate" in running.log_text(), 20,
                 "the first order", running,
