@@ -46,7 +46,9 @@ def wait_for(
         if process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         try:
-            if httpx.get(url, verify=verify, timeout=1).status_code < 500:
+            # A listening socket accepts before the server serves: wait for the answer.
+            answer = httpx.get(url, verify=verify, timeout=httpx.Timeout(1, read=timeout))
+            if answer.status_code < 500:
                 return
         except httpx.HTTPError:
             time.sleep(0.1)

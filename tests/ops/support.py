@@ -128,7 +128,9 @@ def _start_gateway(
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {proc.returncode}:\n{gateway.log()}")
         try:
-            if httpx.get(gateway.url + wait_path, timeout=1).status_code == 200:
+            # Connected (to the handed-over backlog) is not served: wait for the answer.
+            answer = httpx.get(gateway.url + wait_path, timeout=httpx.Timeout(1, read=30))
+            if answer.status_code == 200:
                 return gateway
         except httpx.HTTPError:
             pass

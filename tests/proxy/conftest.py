@@ -18,16 +18,26 @@ from tests.proxy.gateway_server import ISSUER, token_service
 ROOT = Path(__file__).resolve().parents[2]
 
 
+PROBE = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
 def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
+    """Until the HTTP server on `port` answers one request (any status). A connect alone
+    proves nothing: a listening socket handed over by the test accepts connections into
+    its backlog before the server serves; the probe waits there for the answer."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server on {port} exited with {proc.returncode}")
+        left = max(0.2, deadline - time.monotonic())
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
+            with socket.create_connection(("127.0.0.1", port), timeout=left) as sock:
+                sock.sendall(PROBE)
+                if sock.recv(5) == b"HTTP/":
+                    return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError(f"server on {port} did not start")
 
 
