@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import socket
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -36,17 +35,12 @@ from tests.clients.mcp_python import (
 )
 from tests.containers.conftest import FAST_HEALTHCHECK, wait_healthy
 from tests.integration.test_oauth_flow import REDIRECT_URI, run_flow
+from tests.ports import reserved_port
 
 pytestmark = pytest.mark.docker
 
 LABELS = {"memory-gateway.test": "containers"}
 HARDENING = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -164,7 +158,7 @@ def stack(
         private,
         edge,
         (volumes[0], volumes[1]),
-        free_loopback_port(),
+        reserved_port(),  # Docker publishes on a host port named first
     )
     try:
         private.create()

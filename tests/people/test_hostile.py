@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from gateway.policy import Ceiling
 from gateway.settings import Settings
 from tests.people.support import authorize_in_process
 from tests.people.test_in_process import app, client, people_of  # noqa: F401  (fixture)
+from tests.ports import reserved_port
 
 pytestmark = pytest.mark.anyio
 
@@ -195,9 +195,7 @@ async def test_sign_in_starts_from_one_address_are_rate_limited() -> None:
     real person's sign-in from the capped store)."""
     from tests.people.test_in_process import settings as people_settings
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = sock.getsockname()[1]
+    dead = reserved_port()  # nothing listens there
     gateway = create_app(
         people_settings(rate_limit_per_minute=5, oidc_issuer=f"http://127.0.0.1:{dead}")
     )

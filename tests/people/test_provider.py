@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 
 import httpx
 import pytest
@@ -23,6 +22,7 @@ from tests.people.support import (
     people_stack,
 )
 from tests.people.test_sign_in import authorize_url, gateway_http
+from tests.ports import reserved_port
 
 pytestmark = pytest.mark.anyio
 
@@ -104,14 +104,8 @@ async def test_id_token_signature_is_checked(people: PeopleStack) -> None:
     await rp.aclose()
 
 
-def dead_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_provider_unreachable_at_authorize_gives_a_page_not_a_500() -> None:
-    page, _ = await authorize_in_process(f"http://127.0.0.1:{dead_port()}", 2.0)
+    page, _ = await authorize_in_process(f"http://127.0.0.1:{reserved_port()}", 2.0)
     assert page.status_code == 503
     assert page.headers["content-type"].startswith("text/html")
     assert "cannot be reached" in page.text

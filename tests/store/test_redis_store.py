@@ -31,6 +31,7 @@ from gateway.store.base import (
 )
 from gateway.store.factory import open_store
 from gateway.store.redis import DEFAULT_PREFIX, TTL_SLACK, RedisStore, split_url
+from tests.ports import reserved_port
 from tests.store.redis_server import redis_server, require_redis_server, unique_prefix
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -222,10 +223,7 @@ async def test_shutdown_cancels_the_revocation_reload_mid_call(redis_url: str) -
 
 
 async def test_unreachable_redis_fails_fast_at_start_up() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=2)
+    store = RedisStore(f"redis://127.0.0.1:{reserved_port()}/0", timeout=2)
     with pytest.raises(RedisConnectionError):
         await asyncio.wait_for(store.open(), 10)
 
