@@ -36,6 +36,9 @@ API_KEY_SCOPES = frozenset({"read", "write", "admin"})
 API_KEY_IDENTITY = "api-key"
 _CACHE_LIMIT = 512
 _PRINCIPAL_LIMIT = 10_000
+# A Bearer token the gateway issued is well under this; longer header values (padding
+# around one valid token) are verified each time rather than remembered.
+_KNOWN_VALUE_BYTES = 4096
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -62,6 +65,10 @@ class Authenticator:
         # Building a frozen Principal costs about 1 µs; TokenService hands back the same
         # AccessToken object while it caches a token, so its Principal is reused too.
         self._principals: dict[str, tuple[AccessToken, Principal]] = {}
+        # Authorization header values that carried a verified token, as sent: the same
+        # bytes verify the same way, so a repeat needs only the lifetime and revocation
+        # checks (bounded: values up to _KNOWN_VALUE_BYTES, _PRINCIPAL_LIMIT entries).
+        self._known: dict[bytes, tuple[AccessToken, Principal]] = {}
 
     def authenticate(
         self, authorization: bytes | None, api_key_header: bytes | None, *, query: bytes = b""
@@ -76,6 +83,14 @@ class Authenticator:
                 "access tokens in the query string are refused (OAuth 2.1): "
                 "send them in the Authorization header"
             )
+        if api_key_header is None and authorization is not None:
+            known = self._known.get(authorization)
+            if known is not None:
+                claims, principal = known
+                if self._tokens is not None and self._tokens.unexpired(claims):
+                    self._check_revocation(claims)
+                    return principal
+                del self._known[authorization]
         bearer = bearer_token(authorization) if authorization is not None else None
         if api_key_header is not None:
             key = api_key_header.strip()
@@ -90,20 +105,36 @@ class Authenticator:
             return None
         if self._is_api_key(bearer):
             return self._key_principal
-        return self._verify(bearer)
+        principal, claims = self._verify(bearer)
+        if api_key_header is None and len(authorization or b"") <= _KNOWN_VALUE_BYTES:
+            if len(self._known) >= _PRINCIPAL_LIMIT:
+                self._known.clear()
+            self._known[authorization or b""] = (claims, principal)
+        return principal
 
     def _is_api_key(self, value: bytes) -> bool:
         # Comparing digests keeps the time independent of the key's length as well.
         expected = self._key_digest
         return expected is not None and hmac.compare_digest(_digest(value), expected)
 
-    def _verify(self, token: bytes) -> Principal:
+    def _verify(self, token: bytes) -> tuple[Principal, AccessToken]:
         if self._tokens is None:
             raise InvalidToken("OAuth is disabled on this gateway: only the API key is accepted")
         try:
             claims = self._tokens.verify(token.decode("latin-1"), audience=self._resource)
         except (ValueError, TypeError, KeyError):
             raise InvalidToken("malformed token claims") from None
+        self._check_revocation(claims)
+        known = self._principals.get(claims.jti)
+        if known is not None and known[0] is claims:
+            return known[1], claims
+        principal = principal_of(claims, "jwt")
+        if len(self._principals) >= _PRINCIPAL_LIMIT:
+            self._principals.clear()
+        self._principals[claims.jti] = (claims, principal)
+        return principal, claims
+
+    def _check_revocation(self, claims: AccessToken) -> None:
         try:
             revoked = self._is_revoked(claims)
         except Exception:
@@ -111,14 +142,6 @@ class Authenticator:
             raise TemporarilyUnavailable("token revocation status is unavailable") from None
         if revoked:
             raise InvalidToken("token has been revoked")
-        known = self._principals.get(claims.jti)
-        if known is not None and known[0] is claims:
-            return known[1]
-        principal = principal_of(claims, "jwt")
-        if len(self._principals) >= _PRINCIPAL_LIMIT:
-            self._principals.clear()
-        self._principals[claims.jti] = (claims, principal)
-        return principal
 
 
 def principal_of(claims: AccessToken, kind: CredentialKind) -> Principal:

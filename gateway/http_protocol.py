@@ -836,9 +836,14 @@ class FastExchange:
     def _head(self, status: int, headers: list[Header]) -> bytes:
         content = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
         framed = False
-        for name, value in (*self.extra, *headers):
-            if _VALUE.search(value) or _NAME.search(name):
-                raise RuntimeError("Invalid HTTP header.")
+        pairs = (*self.extra, *headers)
+        # uvicorn's header checks, one search for all names and one for all values: the
+        # separators are bytes each pattern allows, so a match is a match in one header.
+        if _VALUE.search(b"\t".join([value for _, value in pairs])) or _NAME.search(
+            b"-".join([name for name, _ in pairs])
+        ):
+            raise RuntimeError("Invalid HTTP header.")
+        for name, value in pairs:
             if name == b"content-length":
                 framed = True
             elif name == b"transfer-encoding":

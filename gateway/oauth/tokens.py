@@ -141,6 +141,11 @@ class TokenService:
         self._remember(token, claims)
         return claims
 
+    def unexpired(self, claims: AccessToken) -> bool:
+        """Whether claims `verify` returned are still within their lifetime (a cached
+        verification's one remaining check besides revocation)."""
+        return claims.expires_at + LEEWAY_SECONDS > self.clock()
+
     def _decode(self, token: str, audience: str, now: float) -> AccessToken:
         try:
             header = jwt.get_unverified_header(token)

@@ -156,11 +156,7 @@ class Observer:
         if exchange.upstream_started and exchange.upstream_seconds is None:
             exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
         if status == 401:
-            # RFC 6750 §3.1: a challenge without an error code answers a request that
-            # brought no credentials (refused ones are counted by ObservedAuthenticator).
-            exchange.no_credentials = not any(
-                name == b"www-authenticate" and b"error=" in value for name, value in headers
-            )
+            exchange.no_credentials = _no_credentials(headers)
         for name, value in headers:
             if name == b"content-type" and value.startswith(b"text/event-stream"):
                 exchange.stream = True
@@ -172,7 +168,15 @@ class Observer:
         if exchange.upstream_started:
             return
         exchange.upstream_started = time.perf_counter()
-        for name, value in outgoing.headers:
+        if outgoing.request_id is not None:  # what ProxyApp put in the headers, in hand
+            exchange.request_id = outgoing.request_id
+            identity = outgoing.identity
+            if identity:
+                exchange.subject, exchange.client_id = identity[0][1], identity[1][1]
+            headers: list[Header] = []
+        else:
+            headers = outgoing.headers
+        for name, value in headers:
             if name == b"x-request-id":
                 exchange.request_id = value
             elif name == b"x-auth-client-id":
@@ -304,19 +308,26 @@ class ObservedApp:
 class ObservedClient:
     """A fast-path exchange's `forward.Client`, observed."""
 
-    __slots__ = ("exchange", "inner", "observer")
+    __slots__ = ("callback", "exchange", "inner", "observer")
 
     def __init__(self, inner: Client, exchange: Exchange, observer: Observer) -> None:
         self.inner = inner
         self.exchange = exchange
         self.observer = observer
+        self.callback: Callable[[], None] | None = None
 
     def writable(self) -> bool:
         return self.inner.writable()
 
     def respond(self, status: int, headers: list[Header], body: bytes) -> None:
+        # Observer.response_start for a whole response (an event stream that is already
+        # complete is not counted as an open stream).
         exchange = self.exchange
-        self.observer.response_start(exchange, status, headers)
+        exchange.status = status
+        if exchange.upstream_started and exchange.upstream_seconds is None:
+            exchange.upstream_seconds = time.perf_counter() - exchange.upstream_started
+        if status == 401:
+            exchange.no_credentials = _no_credentials(headers)
         exchange.bytes += len(body)
         exchange.complete = True
         self.inner.respond(status, headers, body)
@@ -326,15 +337,14 @@ class ObservedClient:
         self.inner.relay(partial(self.observer.call, self.exchange, run))
 
     def on_gone(self, callback: Callable[[], None] | None) -> None:
-        if callback is None:
-            self.inner.on_gone(None)
-            return
+        self.callback = callback
+        self.inner.on_gone(None if callback is None else self._gone)
 
-        def gone() -> None:
+    def _gone(self) -> None:
+        callback = self.callback
+        if callback is not None:
             callback()
-            self.observer.end(self.exchange)
-
-        self.inner.on_gone(gone)
+        self.observer.end(self.exchange)
 
 
 class ObservedProxy:
@@ -346,7 +356,7 @@ class ObservedProxy:
 
     def start(self, method: str, raw_path: bytes, query: bytes, headers: list[Header],
               peer: str, found: Any, client: Client) -> None:  # fmt: skip
-        exchange = self.observer.begin(method, raw_path.decode("latin-1"), peer)
+        exchange = Exchange(method, raw_path.decode("latin-1"), peer)
         try:
             self.proxy.start(
                 method, raw_path, query, headers, peer, found,
@@ -387,6 +397,12 @@ class ObservedProxy:
 
 def _nothing() -> None:
     return None
+
+
+def _no_credentials(headers: list[Header]) -> bool:
+    """RFC 6750 §3.1: a 401 whose challenge has no error code answers a request that
+    brought no credentials (refused ones are counted by ObservedAuthenticator)."""
+    return not any(name == b"www-authenticate" and b"error=" in value for name, value in headers)
 
 
 class ObservedForwarder:

@@ -36,7 +36,7 @@ from gateway.proxy.headers import (
     Forwarding,
     IdentityCache,
     RequestIds,
-    request_headers,
+    upstream_headers,
 )
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.ports import (
@@ -59,6 +59,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_INSPECTED_BODY = 4 * 1024 * 1024
+_ROUTE_LIMIT = 4096
+_ROUTE_KEY_BYTES = 256
 # A body on these has no defined meaning (RFC 9110 §9.3): refused, never forwarded.
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 
@@ -105,6 +107,11 @@ class ProxyApp:
         self.origins = OriginPolicy(
             settings.issuer, settings.allowed_origins, loopback_dev=settings.issuer_is_loopback
         )
+        # (method, raw path) → (canonical path, the policy's decision): both pure
+        # functions of the key (the policy does not change while serving), so a path
+        # seen before skips them. Bounded in entries and key length; refused (invalid)
+        # paths raise before they are remembered.
+        self._routes: dict[tuple[str, bytes], tuple[str, Decision | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -232,8 +239,16 @@ class ProxyApp:
     def _admit(self, request: _Request) -> tuple[str, Decision, Principal | None]:
         """P2 canonical path, the policy's decision and, unless public, the principal
         (D5/D6); raises Denied or OAuthError."""
-        path = canonical_path(request.raw_path)
-        decision = self.policy.match(request.method, path)
+        key = (request.method, request.raw_path)
+        routed = self._routes.get(key)
+        if routed is None:
+            routed = canonical_path(request.raw_path), None
+            routed = routed[0], self.policy.match(request.method, routed[0])
+            if len(request.raw_path) <= _ROUTE_KEY_BYTES:
+                if len(self._routes) >= _ROUTE_LIMIT:
+                    self._routes.clear()
+                self._routes[key] = routed
+        path, decision = routed
         if decision is None:
             raise Denied(self.challenges.denied())
         principal = None if decision.public else self._authenticate(request, decision)
@@ -250,16 +265,20 @@ class ProxyApp:
         """The request as it goes upstream: same canonical path, P1/P6/J3 headers."""
         query, found = request.query, request.found
         target = path.encode("ascii") + b"?" + query if query else path.encode("ascii")
-        headers = request_headers(
+        identity = None if principal is None else self.identity(principal)
+        headers, request_id = upstream_headers(
             request.headers,
             principal,
             self._forwarding(request.peer, found),
-            identity=None if principal is None else self.identity(principal),
+            identity=identity,
             new_id=self.request_ids,
         )
         if self.upstream_credential:
             headers += self.upstream_credential
-        return Outgoing(request.method, target, headers, body, found.content_length, cors_headers)
+        return Outgoing(
+            request.method, target, headers, body, found.content_length, cors_headers,
+            request_id=request_id, identity=identity,
+        )  # fmt: skip
 
     def _authenticate(self, request: _Request, decision: Decision) -> Principal:
         # Failures are counted and, past the limit, refused; a valid credential from the

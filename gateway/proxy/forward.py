@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from gateway.errors import GatewayError, render
 from gateway.proxy.errors import ClientGone, GatewayTimeout, StaleConnection
-from gateway.proxy.headers import response_headers
 from gateway.proxy.replies import send_answer
 from gateway.proxy.upstream import NO_ANSWER, UpstreamConnection, UpstreamPool
 
@@ -39,7 +38,16 @@ class Outgoing:
     A plain slotted class: one is built per request, and a frozen dataclass's
     __init__ (object.__setattr__ per field) costs several times more."""
 
-    __slots__ = ("body", "content_length", "headers", "method", "response_extra", "target")
+    __slots__ = (
+        "body",
+        "content_length",
+        "headers",
+        "identity",
+        "method",
+        "request_id",
+        "response_extra",
+        "target",
+    )
 
     def __init__(
         self,
@@ -49,6 +57,9 @@ class Outgoing:
         body: bytes | None,
         content_length: bytes | None = None,
         response_extra: list[Header] | None = None,
+        *,
+        request_id: bytes | None = None,
+        identity: list[Header] | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -56,6 +67,10 @@ class Outgoing:
         self.body = body
         self.content_length = content_length
         self.response_extra = response_extra if response_extra is not None else []
+        # What `headers` carry, for the request record (gateway.observability): the
+        # X-Request-Id value and the identity headers (subject, client id, ...), if known.
+        self.request_id = request_id
+        self.identity = identity
 
 
 class Client(Protocol):
@@ -125,7 +140,7 @@ class Forwarder:
             if request.method == "HEAD":
                 conn.end_without_body()
             start = {"type": "http.response.start", "status": conn.status}
-            start["headers"] = response_headers(conn.headers) + request.response_extra
+            start["headers"] = conn.response_headers() + request.response_extra
             if conn.done:
                 await send(start)
                 body = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
@@ -345,7 +360,7 @@ class Waiting:
         if not conn.done or not self.client.writable():
             self.client.relay(partial(self.forward.relay, request, conn=conn))
             return
-        headers = response_headers(conn.headers) + request.response_extra
+        headers = conn.response_headers() + request.response_extra
         body = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
         conn.chunks = []
         self.client.respond(conn.status, headers, body)

@@ -27,8 +27,9 @@ from gateway.principal import Principal
 
 Header = tuple[bytes, bytes]
 
-# One C-level call: lower-case and map '_' and '.' to '-'.
-_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_.", b"abcdefghijklmnopqrstuvwxyz--")
+# One C-level call: lower-case and map '_' and '.' to '-' (`name.translate(FOLD)`).
+FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_.", b"abcdefghijklmnopqrstuvwxyz--")
+_FOLD = FOLD
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -108,6 +109,18 @@ def request_headers(
     `identity` is `identity_headers(principal)` when the caller has it cached; `new_id`
     makes the id of a request that brought no sane one (default: `new_request_id`).
     """
+    return upstream_headers(headers, principal, forwarding, identity=identity, new_id=new_id)[0]
+
+
+def upstream_headers(
+    headers: Iterable[Header],
+    principal: Principal | None,
+    forwarding: Forwarding,
+    *,
+    identity: list[Header] | None = None,
+    new_id: Callable[[], bytes] | None = None,
+) -> tuple[list[Header], bytes]:
+    """`request_headers`, and the request id they carry."""
     named: frozenset[bytes] = frozenset()
     kept: list[Header] = []
     request_id = b""
@@ -143,12 +156,13 @@ def request_headers(
     kept.append((b"x-forwarded-proto", proto or forwarding.proto))
     if host or forwarding.host:
         kept.append((b"x-forwarded-host", host or forwarding.host))
-    kept.append((b"x-request-id", request_id or (new_id or new_request_id)()))
+    request_id = request_id or (new_id or new_request_id)()
+    kept.append((b"x-request-id", request_id))
     if identity is not None:
         kept += identity
     elif principal is not None:
         kept += identity_headers(principal)
-    return kept
+    return kept, request_id
 
 
 def response_headers(headers: Iterable[Header]) -> list[Header]:
@@ -223,19 +237,26 @@ class RequestIds:
 
 
 class IdentityCache:
-    """`identity_headers(principal)` built once per principal (bounded)."""
+    """`identity_headers(principal)` built once per principal (bounded).
+
+    Keyed by the object (the Authenticator hands back the same Principal for a token it
+    has seen), not by value: hashing a frozen dataclass runs Python code on every
+    request. An entry holds its principal, so its id cannot be reused while cached; an
+    equal principal that is another object is built once more, which is harmless."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self._limit = limit
-        self._built: dict[Principal, list[Header]] = {}
+        self._built: dict[int, tuple[Principal, list[Header]]] = {}
 
     def __call__(self, principal: Principal) -> list[Header]:
-        built = self._built.get(principal)
-        if built is None:
-            if len(self._built) >= self._limit:
-                self._built.clear()
-            built = self._built[principal] = identity_headers(principal)
-        return built
+        built = self._built.get(id(principal))
+        if built is not None and built[0] is principal:
+            return built[1]
+        if len(self._built) >= self._limit:
+            self._built.clear()
+        headers = identity_headers(principal)
+        self._built[id(principal)] = (principal, headers)
+        return headers
 
 
 def _named_in_connection(headers: list[Header]) -> frozenset[bytes]:

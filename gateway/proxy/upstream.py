@@ -13,6 +13,7 @@ from collections.abc import Callable
 import httptools
 
 from gateway.proxy.errors import BadGateway, GatewayTimeout, StaleConnection
+from gateway.proxy.headers import FOLD, RESPONSE_DROP, connection_tokens
 
 Header = tuple[bytes, bytes]
 READ_SIZE = 64 * 1024
@@ -50,7 +51,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def reset(self) -> None:
         self.status = 0
+        # The response's end-to-end headers: hop-by-hop ones, Server and Date (P1) are
+        # left out as they are parsed; `response_headers()` drops those named in
+        # Connection, once the whole head is known.
         self.headers: list[Header] = []
+        self.named: frozenset[bytes] = _NONE
         self.chunks: list[bytes] = []
         self.head_done = False
         self.done = False
@@ -102,19 +107,33 @@ class UpstreamConnection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        key = name.translate(FOLD)
+        if key not in RESPONSE_DROP:
+            if key == b"content-length":
+                self.delimited = True
+            self.headers.append((name.lower(), value))
+        elif key == b"transfer-encoding":
+            self.delimited = True
+        elif (key == b"connection" or key == b"proxy-connection") and value.lower() not in _PLAIN:
+            # Names that are dropped anyway need no second look ("keep-alive").
+            self.named |= connection_tokens(value) - RESPONSE_DROP
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            self.headers = []  # an interim response: wait for the final one
+            # An interim response: wait for the final one.
+            self.headers, self.named, self.delimited = [], _NONE, False
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
-        self.delimited = any(
-            name in (b"content-length", b"transfer-encoding") for name, _ in self.headers
-        )
         self.head_done = True
+
+    def response_headers(self) -> list[Header]:
+        """The response headers to pass on (PROTOCOL P1): end-to-end ones only."""
+        named = self.named
+        if not named:
+            return self.headers
+        return [(name, value) for name, value in self.headers if name.translate(FOLD) not in named]
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -212,6 +231,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+
+_NONE: frozenset[bytes] = frozenset()
+# Connection values that name no end-to-end header.
+_PLAIN = frozenset({b"keep-alive", b"close"})
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
