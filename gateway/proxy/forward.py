@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from gateway.errors import GatewayError, render
+from gateway.proxy.deadlines import Deadlines
 from gateway.proxy.errors import ClientGone, GatewayTimeout, StaleConnection
 from gateway.proxy.replies import send_answer
 from gateway.proxy.upstream import NO_ANSWER, UpstreamConnection, UpstreamPool
@@ -122,6 +123,8 @@ class Forwarder:
         self.host_line = b"host: " + host + _CRLF
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        # The fast path's response-header timeouts (Waiting), all one length: one timer.
+        self.deadlines = Deadlines(header_timeout)
 
     async def __call__(
         self,
@@ -200,6 +203,7 @@ class Forwarder:
             await send_answer(send, render(exc, extra=request.response_extra))
 
     async def aclose(self) -> None:
+        self.deadlines.close()
         await self.pool.aclose()
 
     async def _exchange(
@@ -323,7 +327,7 @@ class Waiting:
     """A fast-path request waiting for its response head: woken by the upstream
     connection's events (its `listener`), the header timeout or the client leaving."""
 
-    __slots__ = ("client", "conn", "forward", "request", "timer")
+    __slots__ = ("client", "conn", "expire_at", "forward", "request")
 
     def __init__(
         self, forward: Forwarder, conn: UpstreamConnection, request: Outgoing, client: Client
@@ -334,12 +338,14 @@ class Waiting:
         self.client = client
         conn.listener = self.on_upstream
         client.on_gone(self.abandon)
-        self.timer = conn.loop.call_later(forward.header_timeout, self.expire)
+        # One bound method, the key Deadlines knows this wait by.
+        self.expire_at = self.expire
+        forward.deadlines.add(conn.loop, self.expire_at)
 
     def _detach(self) -> None:
         self.conn.listener = None
         self.client.on_gone(None)
-        self.timer.cancel()
+        self.forward.deadlines.discard(self.expire_at)
 
     def on_upstream(self) -> None:
         conn, request = self.conn, self.request
