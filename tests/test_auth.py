@@ -521,3 +521,70 @@ def test_principal_is_rebuilt_for_a_new_token_with_the_same_jti(
     assert alice is not None
     assert bob is not None
     assert (alice.subject, bob.subject) == ("alice", "bob")
+
+
+# --- A repeated Authorization value (the hot path's memo) ------------------------------
+
+
+def _counting(tokens: TokenService, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    verify = tokens.verify
+
+    def counted(token: str, *, audience: str) -> AccessToken:
+        calls.append(token)
+        return verify(token, audience=audience)
+
+    monkeypatch.setattr(tokens, "verify", counted)
+    return calls
+
+
+def test_a_repeated_authorization_value_is_not_verified_again(
+    authn: Authenticator, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _counting(tokens, monkeypatch)
+    header = _bearer(_issue(tokens))
+    first = authn.authenticate(header, None)
+    assert authn.authenticate(header, None) is first
+    assert authn.authenticate(header, None) is first
+    assert len(calls) == 1
+
+
+def test_a_remembered_value_is_still_checked_for_revocation_and_expiry(
+    authn: Authenticator, tokens: TokenService, revocations: Revocations, clock: Clock
+) -> None:
+    issued = tokens.issue(subject="alice", client_id="c1", scopes=["read"], audience=RESOURCE)
+    header = _bearer(issued.token)
+    assert authn.authenticate(header, None) is not None
+    revocations.broken = True
+    with pytest.raises(TemporarilyUnavailable):
+        authn.authenticate(header, None)
+    revocations.broken = False
+    revocations.jtis.add(issued.claims.jti)
+    with pytest.raises(InvalidToken, match="revoked"):
+        authn.authenticate(header, None)
+    revocations.jtis.clear()
+    assert authn.authenticate(header, None) is not None
+    clock.now += 3600 + 31
+    with pytest.raises(InvalidToken, match="expired"):
+        authn.authenticate(header, None)
+    with pytest.raises(InvalidToken, match="expired"):
+        authn.authenticate(header, None)
+
+
+def test_a_padded_value_over_4_kib_is_verified_every_time(
+    authn: Authenticator, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _counting(tokens, monkeypatch)
+    header = b"Bearer " + _issue(tokens).encode() + b" " * 5000
+    for _ in range(3):
+        assert authn.authenticate(header, None) is not None
+    assert len(calls) == 3
+
+
+def test_an_x_api_key_beside_a_remembered_value_is_still_checked(
+    authn: Authenticator, tokens: TokenService
+) -> None:
+    header = _bearer(_issue(tokens))
+    assert authn.authenticate(header, None) is not None
+    with pytest.raises(InvalidRequest, match="different credentials"):
+        authn.authenticate(header, API_KEY.encode())

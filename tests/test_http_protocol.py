@@ -677,3 +677,79 @@ def test_small_body_rule() -> None:
     assert not rule((b"content-length", b"99999999999999999999"))
     assert not rule((b"transfer-encoding", b"chunked"))
     assert not rule((b"content-length", b"2"), (b"transfer-encoding", b"chunked"))
+
+
+# --- The keep-alive timer: armed once, looks at the connection when due -----------------
+
+
+async def slow_small(scope: Scope, receive: Receive, send: Send) -> None:
+    await asyncio.sleep(0.4)
+    await small(scope, receive, send)
+
+
+async def keep_alive_connection(
+    app: Any, keep_alive: float = 0.2
+) -> tuple[HttpToolsProtocol, RecordingTransport]:
+    config = Config(app, lifespan="off", log_config=None, access_log=False)
+    config.timeout_keep_alive = keep_alive  # type: ignore[assignment]  # typed int; a float works
+    transport = RecordingTransport()
+    protocol = CorkedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+ONE = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.anyio
+async def test_keep_alive_counts_from_the_last_response_not_the_first() -> None:
+    protocol, transport = await keep_alive_connection(small)
+    protocol.data_received(ONE)
+    await asyncio.sleep(0.12)
+    protocol.data_received(ONE)  # the timer armed after the first answer is not reset
+    await asyncio.sleep(0.15)  # 0.27 s after the first answer, 0.15 s after the second
+    assert not transport.closed
+    assert b"".join(transport.writes).count(b"HTTP/1.1 200") == 2
+    await asyncio.sleep(0.15)
+    assert transport.closed
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_keep_alive_never_closes_a_connection_with_a_response_in_progress() -> None:
+    protocol, transport = await keep_alive_connection(small)
+    protocol.data_received(ONE)
+    await asyncio.sleep(0.05)
+    protocol.app = slow_small  # the next request takes 0.4 s
+    protocol.data_received(ONE)
+    await asyncio.sleep(0.3)  # the first answer's timer came due meanwhile
+    assert not transport.closed
+    await asyncio.sleep(0.2)
+    assert b"".join(transport.writes).count(b"HTTP/1.1 200") == 2
+    assert not transport.closed  # 0.1 s after the slow answer
+    await asyncio.sleep(0.2)
+    assert transport.closed
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_stray_line_breaks_do_not_keep_a_connection_open() -> None:
+    protocol, transport = await keep_alive_connection(small)
+    protocol.data_received(ONE)
+    for _ in range(8):  # 0.4 s of CRLFs, twice the keep-alive timeout
+        await asyncio.sleep(0.05)
+        if transport.closed:
+            break
+        protocol.data_received(b"\r\n")
+    assert transport.closed
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_a_lost_connection_leaves_no_keep_alive_timer() -> None:
+    protocol, _transport = await keep_alive_connection(small)
+    protocol.data_received(ONE)
+    await asyncio.sleep(0.02)
+    assert protocol.timeout_keep_alive_task is not None
+    protocol.connection_lost(ConnectionResetError())
+    assert protocol.timeout_keep_alive_task is None

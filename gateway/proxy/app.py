@@ -239,20 +239,25 @@ class ProxyApp:
     def _admit(self, request: _Request) -> tuple[str, Decision, Principal | None]:
         """P2 canonical path, the policy's decision and, unless public, the principal
         (D5/D6); raises Denied or OAuthError."""
-        key = (request.method, request.raw_path)
-        routed = self._routes.get(key)
-        if routed is None:
-            routed = canonical_path(request.raw_path), None
-            routed = routed[0], self.policy.match(request.method, routed[0])
-            if len(request.raw_path) <= _ROUTE_KEY_BYTES:
-                if len(self._routes) >= _ROUTE_LIMIT:
-                    self._routes.clear()
-                self._routes[key] = routed
-        path, decision = routed
+        path, decision = self.route(request.method, request.raw_path)
         if decision is None:
             raise Denied(self.challenges.denied())
         principal = None if decision.public else self._authenticate(request, decision)
         return path, decision, principal
+
+    def route(self, method: str, raw_path: bytes) -> tuple[str, Decision | None]:
+        """P2's canonical path and the policy's decision for it (None: deny), or
+        InvalidPath; remembered for paths up to _ROUTE_KEY_BYTES (see __init__)."""
+        key = (method, raw_path)
+        routed = self._routes.get(key)
+        if routed is None:
+            path = canonical_path(raw_path)
+            routed = path, self.policy.match(method, path)
+            if len(raw_path) <= _ROUTE_KEY_BYTES:
+                if len(self._routes) >= _ROUTE_LIMIT:
+                    self._routes.clear()
+                self._routes[key] = routed
+        return routed
 
     def _outgoing(
         self,

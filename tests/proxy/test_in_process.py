@@ -96,3 +96,25 @@ def test_p4_a_failing_upstream_application_is_a_502() -> None:
     assert response.status_code == 502
     assert response.json()["error"] == "bad_gateway"
     assert "boom" not in response.text
+
+
+def test_remembered_routes_stay_bounded_and_invalid_paths_are_refused_each_time(
+    client: httpx.Client,
+) -> None:
+    """ProxyApp remembers (method, raw path) → (canonical path, decision): a path refused
+    as uncanonicalisable is refused every time (never remembered), long paths are not
+    remembered, and many distinct paths do not grow it past its bound."""
+    proxy = client.app  # type: ignore[attr-defined]
+    key = {"X-API-Key": API_KEY}
+    for _ in range(2):
+        assert client.get("/api/memories/%2e%2e/%2fsecret", headers=key).status_code == 400
+    for _ in range(2):
+        assert client.get("/api/memories", headers=key).status_code == 200
+    long_path = "/api/memories/" + "a" * 300
+    assert client.get(long_path, headers=key).status_code == 200
+    remembered = {path for _, path in proxy._routes}
+    assert b"/api/memories" in remembered
+    assert not any(b"%2f" in path or len(path) > 256 for path in remembered)
+    for i in range(4200):
+        proxy.route("GET", b"/api/memories/%d" % i)
+    assert len(proxy._routes) <= 4096
