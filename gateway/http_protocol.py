@@ -611,13 +611,13 @@ class ProxyHandler(Protocol):
     def finish(self, admitted: Any, body: bytes, client: Client) -> None: ...
 
 
-def small_body(found: Found, headers: list[Header]) -> bool:
+def small_body(found: Found) -> bool:
     """A body the fast path reads whole before forwarding: a Content-Length up to
     FAST_BODY_LIMIT and no Transfer-Encoding (pure)."""
     length = found.content_length
     if length is None or len(length) > 7 or int(length) > FAST_BODY_LIMIT:
         return False
-    return all(name != b"transfer-encoding" for name, _ in headers)
+    return not found.chunked
 
 
 def edge_protocol(
@@ -697,7 +697,7 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
                 if not found.has_body:
                     self._start_fast(parser.get_method(), url.path, url.query or b"", found)
                     return
-                if small_body(found, self.headers):
+                if small_body(found):
                     self._start_fast(parser.get_method(), url.path, url.query or b"", found, True)
                     return
         self._to_asgi()

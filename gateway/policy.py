@@ -183,7 +183,7 @@ class Policy:
         forwarded: a body the gateway cannot read is a body it cannot authorise.
         """
         try:
-            message = json.loads(body)
+            message = _json(body)
         except (ValueError, RecursionError):
             raise InvalidRequest("the request body is not valid JSON") from None
         if isinstance(message, dict):
@@ -208,6 +208,17 @@ class Policy:
         if not isinstance(name, str):
             raise InvalidRequest("tools/call needs a string params.name")
         return self.tool_scopes(name)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _json(body: bytes) -> Any:
+    """`json.loads(body)`: UTF-8 (what MCP sends) decoded here, skipping json.loads's
+    encoding detection; a body that may be UTF-16/32 or has a BOM takes json.loads."""
+    if body[:3] == b"\xef\xbb\xbf" or b"\x00" in body[:4]:
+        return json.loads(body)
+    return _DECODER.decode(body.decode("utf-8"))
 
 
 def load_policy(settings: Settings, catalog: ToolCatalog | None = None) -> Policy:

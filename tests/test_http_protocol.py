@@ -669,7 +669,7 @@ async def test_pipelined_small_bodies_are_answered_in_order() -> None:
 
 def test_small_body_rule() -> None:
     def rule(*headers: tuple[bytes, bytes]) -> bool:
-        return small_body(scan(list(headers)), list(headers))
+        return small_body(scan(list(headers)))
 
     assert rule((b"content-length", b"2"))
     assert rule((b"content-length", b"%d" % FAST_BODY_LIMIT))

@@ -457,6 +457,7 @@ class Found:
     __slots__ = (
         "api_key",
         "authorization",
+        "chunked",
         "content_length",
         "cookie",
         "has_body",
@@ -472,27 +473,46 @@ class Found:
         self.cookie: bytes | None = None
         self.host = b""
         self.has_body = False
+        self.chunked = False  # a Transfer-Encoding header came
+
+
+# Header name → what scan does with it: one dict look-up per header, not a chain of
+# comparisons (most headers are none of these).
+_AUTHORIZATION, _API_KEY, _HOST, _LENGTH, _TRANSFER, _ORIGIN, _COOKIE = range(7)
+_SCANNED = {
+    b"authorization": _AUTHORIZATION,
+    b"x-api-key": _API_KEY,
+    b"host": _HOST,
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _TRANSFER,
+    b"origin": _ORIGIN,
+    b"cookie": _COOKIE,
+}
 
 
 def scan(headers: list[Header]) -> Found:
     found = Found()
+    scanned = _SCANNED
     for name, value in headers:
-        if name == b"authorization":
+        kind = scanned.get(name)
+        if kind is None:
+            continue
+        if kind == _AUTHORIZATION:
             found.authorization = value
-        elif name == b"x-api-key":
-            found.api_key = value
-        elif name == b"host":
+        elif kind == _HOST:
             found.host = value
-        elif name == b"content-length":
+        elif kind == _LENGTH:
             # The parser accepted it, so digits only; forwarded in canonical form ("010"
             # and "10" are one length, but not to every upstream).
             length = int(value)
             found.content_length = b"%d" % length
             found.has_body = length != 0
-        elif name == b"transfer-encoding":
-            found.has_body = True
-        elif name == b"origin":
+        elif kind == _API_KEY:
+            found.api_key = value
+        elif kind == _TRANSFER:
+            found.has_body = found.chunked = True
+        elif kind == _ORIGIN:
             found.origin = value
-        elif name == b"cookie":
+        else:
             found.cookie = value if found.cookie is None else found.cookie + b"; " + value
     return found

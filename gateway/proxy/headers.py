@@ -74,6 +74,21 @@ _CONNECTION = frozenset({b"connection", b"proxy-connection"})
 REQUEST_DROP = HOP_BY_HOP | IDENTITY | CREDENTIALS | OWN | OVERRIDES
 RESPONSE_DROP = HOP_BY_HOP | frozenset({b"server", b"date"})
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+# Common request header names (as the server hands them over: lower-case) that fold to
+# themselves and are forwarded as they are: kept without the general checks below.
+PLAIN_FORWARDED = frozenset(
+    {
+        b"accept",
+        b"accept-encoding",
+        b"accept-language",
+        b"cache-control",
+        b"content-type",
+        b"last-event-id",
+        b"mcp-protocol-version",
+        b"mcp-session-id",
+        b"user-agent",
+    }
+)
 _PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
@@ -126,7 +141,11 @@ def upstream_headers(
     request_id = b""
     chain: list[bytes] = []
     proto = host = b""
+    plain = PLAIN_FORWARDED
     for name, value in headers:
+        if name in plain:
+            kept.append((name, value))
+            continue
         key = name.translate(_FOLD)
         if key.startswith(b"x-forwarded-"):
             if forwarding.trusted:
