@@ -775,7 +775,6 @@ class FastExchange:
         "gone_callback",
         "head",
         "keep_alive",
-        "message_event",
         "more_body",
         "parts",
         "pending",
@@ -801,7 +800,6 @@ class FastExchange:
         self.body = bytearray()
         self.parts: list[bytes] = []  # a small body being read (`pending` is set)
         self.pending: Any = None  # ProxyHandler.begin's answer until the body is whole
-        self.message_event = self
         self.gone: asyncio.Future[None] | None = None
         self.gone_callback: Callable[[], None] | None = None
 
@@ -834,7 +832,12 @@ class FastExchange:
     def on_gone(self, callback: Callable[[], None] | None) -> None:
         self.gone_callback = callback
 
-    # uvicorn's RequestResponseCycle.message_event
+    @property
+    def message_event(self) -> FastExchange:
+        """uvicorn's RequestResponseCycle.message_event (a property: an attribute holding
+        self would make every exchange a reference cycle, freed only by the collector)."""
+        return self
+
     def set(self) -> None:
         if not self.disconnected:
             return

@@ -93,6 +93,7 @@ class Exchange:
     """What is known about one request (a slotted class: one is built per request)."""
 
     __slots__ = (
+        "_route",
         "bytes",
         "client_id",
         "complete",
@@ -102,7 +103,6 @@ class Exchange:
         "path",
         "peer",
         "request_id",
-        "route",
         "started",
         "status",
         "stream",
@@ -118,7 +118,7 @@ class Exchange:
         self.method = method
         self.path = path
         self.peer = peer
-        self.route = route_class(path)
+        self._route: str | None = None
         self.status = 0
         self.bytes = 0
         self.complete = False
@@ -130,6 +130,15 @@ class Exchange:
         self.request_id: bytes | None = None
         self.client_id: bytes | None = None
         self.subject: bytes | None = None
+
+    @property
+    def route(self) -> str:
+        """The route class (route_class), worked out when first asked: only metrics and
+        the JSON log line need it."""
+        route = self._route
+        if route is None:
+            route = self._route = route_class(self.path)
+        return route
 
 
 class Observer:

@@ -32,6 +32,8 @@ FLUSH_BYTES = 64 * 1024
 MAX_PATH = 512
 _JWT = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 REDACTED = "[redacted]"
+_REMEMBERED_PATHS = 1024
+_REMEMBERED_PATH = 256
 
 
 class LineSink:
@@ -94,15 +96,20 @@ class RequestLog:
         self.secrets = frozenset(s for s in secrets if s)
         self.pid = os.getpid()
         self._clock = _Clock()
+        self._paths: dict[str, str] = {}
 
     def write(self, exchange: Exchange, seconds: float) -> None:
         self.sink.add(self.line(exchange, seconds))
 
     def line(self, exchange: Exchange, seconds: float) -> str:
-        path = self.safe_path(exchange.path)
+        path = self._paths.get(exchange.path)
+        if path is None:
+            path = self._remember_path(exchange.path)
         request_id = self.safe(exchange.request_id)
-        client_id = _text(exchange.client_id)
-        subject = _text(exchange.subject)
+        raw = exchange.client_id
+        client_id = None if raw is None else raw.decode("utf-8", "replace")
+        raw = exchange.subject
+        subject = None if raw is None else raw.decode("utf-8", "replace")
         upstream = exchange.upstream_seconds
         if upstream is None and exchange.upstream_started:
             upstream = seconds
@@ -136,6 +143,15 @@ class RequestLog:
             return REDACTED
         return text
 
+    def _remember_path(self, path: str) -> str:
+        """safe_path, remembered for paths of ordinary length (bounded)."""
+        safe = self.safe_path(path)
+        if len(path) <= _REMEMBERED_PATH:
+            if len(self._paths) >= _REMEMBERED_PATHS:
+                self._paths.clear()
+            self._paths[path] = safe
+        return safe
+
     def safe_path(self, path: str) -> str:
         path = path.split("?", 1)[0][:MAX_PATH]
         if "." not in path and not any(secret in path for secret in self.secrets):
@@ -168,10 +184,6 @@ def _json(value: str | None) -> str:
     if _PLAIN.fullmatch(value):
         return f'"{value}"'
     return json.dumps(value)
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8", "replace")
 
 
 def _iso(wall: float) -> str:

@@ -327,7 +327,7 @@ class Waiting:
     """A fast-path request waiting for its response head: woken by the upstream
     connection's events (its `listener`), the header timeout or the client leaving."""
 
-    __slots__ = ("client", "conn", "expire_at", "forward", "request")
+    __slots__ = ("client", "conn", "forward", "request")
 
     def __init__(
         self, forward: Forwarder, conn: UpstreamConnection, request: Outgoing, client: Client
@@ -338,14 +338,12 @@ class Waiting:
         self.client = client
         conn.listener = self.on_upstream
         client.on_gone(self.abandon)
-        # One bound method, the key Deadlines knows this wait by.
-        self.expire_at = self.expire
-        forward.deadlines.add(conn.loop, self.expire_at)
+        forward.deadlines.add(conn.loop, self)
 
     def _detach(self) -> None:
         self.conn.listener = None
         self.client.on_gone(None)
-        self.forward.deadlines.discard(self.expire_at)
+        self.forward.deadlines.discard(self)
 
     def on_upstream(self) -> None:
         conn, request = self.conn, self.request

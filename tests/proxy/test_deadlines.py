@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
 from gateway.proxy.deadlines import Deadlines
 
 
+class _Recorder:
+    def __init__(
+        self, log: list[tuple[str, float]], name: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.log, self.name, self.loop, self.start = log, name, loop, loop.time()
+
+    def expire(self) -> None:
+        self.log.append((self.name, self.loop.time() - self.start))
+
+
 def _recorder(
     log: list[tuple[str, float]], name: str, loop: asyncio.AbstractEventLoop
-) -> Callable[[], None]:
-    start = loop.time()
-
-    def expire() -> None:
-        log.append((name, loop.time() - start))
-
-    return expire
+) -> _Recorder:
+    return _Recorder(log, name, loop)
 
 
 @pytest.mark.anyio
@@ -58,11 +62,12 @@ async def test_a_wait_added_while_expiring_is_served_too() -> None:
     log: list[tuple[str, float]] = []
     again = _recorder(log, "again", loop)
 
-    def first() -> None:
-        log.append(("first", 0.0))
-        deadlines.add(loop, again)
+    class First:
+        def expire(self) -> None:
+            log.append(("first", 0.0))
+            deadlines.add(loop, again)
 
-    deadlines.add(loop, first)
+    deadlines.add(loop, First())
     await asyncio.sleep(0.2)
     assert [name for name, _ in log] == ["first", "again"]
 
