@@ -649,7 +649,10 @@ def fast_proxy_protocol(
     body, a new upstream connection, a slow client) continues in a task through the
     exchange's ASGI-shaped receive/send. Everything else (request bodies, HTTP/1.0,
     upgrades, Expect, a request pipelined behind one still being answered, concurrency
-    limits or access logs) takes uvicorn's ASGI path unchanged. `https_headers` are added
+    limits) takes uvicorn's ASGI path unchanged. uvicorn's access log is not consulted:
+    the gateway never turns it on (its request log, gateway.observability, covers both
+    paths), and it used to send every request to the ASGI path in any process where the
+    `uvicorn.access` logger had a handler (pytest's log capture adds one). `https_headers` are added
     to responses on TLS connections (HSTS, as HSTSMiddleware does on the ASGI path).
     """
     extra = list(https_headers)
@@ -683,7 +686,6 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
             (self.cycle is None or self.cycle.response_complete)
             and not self.expect_100_continue
             and self.limit_concurrency is None
-            and not self.access_log
             and parser.get_http_version() == "1.1"
             and not parser.should_upgrade()
         ):
