@@ -425,12 +425,15 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._message_done()
+        super().on_message_complete()
+
+    def _message_done(self) -> None:
         self._in_body = False
         self._completed += 1
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         # uvicorn's, except that the keep-alive timer is armed only when none is: it is
@@ -746,8 +749,14 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         exchange: Any = self.cycle
-        super().on_message_complete()
-        if exchange.__class__ is not FastExchange or exchange.pending is None:
+        if exchange.__class__ is not FastExchange:
+            super().on_message_complete()
+            return
+        # uvicorn's on_message_complete, for an exchange that is never an upgrade and
+        # whose message_event wakes nothing until the client leaves: more_body only.
+        self._message_done()
+        exchange.more_body = False
+        if exchange.pending is None:
             return
         admitted, exchange.pending = exchange.pending, None
         parts, exchange.parts = exchange.parts, []

@@ -234,8 +234,9 @@ class Observer:
                     metrics.auth_failure("insufficient_scope")
                 elif exchange.no_credentials:
                     metrics.auth_failure("missing")
-        if self.log is not None:
-            self.log.write(exchange, seconds)
+        log = self.log
+        if log is not None:
+            log.sink.add(log.line(exchange, seconds))
 
     async def call(self, exchange: Exchange, run: Callable[[Receive, Send], Awaitable[None]],
                    receive: Receive, send: Send) -> None:  # fmt: skip
@@ -317,16 +318,14 @@ class ObservedApp:
 class ObservedClient:
     """A fast-path exchange's `forward.Client`, observed."""
 
-    __slots__ = ("callback", "exchange", "inner", "observer")
+    __slots__ = ("callback", "exchange", "inner", "observer", "writable")
 
     def __init__(self, inner: Client, exchange: Exchange, observer: Observer) -> None:
         self.inner = inner
         self.exchange = exchange
         self.observer = observer
         self.callback: Callable[[], None] | None = None
-
-    def writable(self) -> bool:
-        return self.inner.writable()
+        self.writable = inner.writable  # nothing to observe: the inner one, no extra call
 
     def respond(self, status: int, headers: list[Header], body: bytes) -> None:
         # Observer.response_start for a whole response (an event stream that is already

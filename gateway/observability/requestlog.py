@@ -105,7 +105,12 @@ class RequestLog:
         path = self._paths.get(exchange.path)
         if path is None:
             path = self._remember_path(exchange.path)
-        request_id = self.safe(exchange.request_id)
+        raw = exchange.request_id
+        request_id = None
+        if raw is not None:  # a JWT-looking or secret id is redacted
+            request_id = raw.decode("latin-1")
+            if request_id in self.secrets or ("." in request_id and _JWT.fullmatch(request_id)):
+                request_id = REDACTED
         raw = exchange.client_id
         client_id = None if raw is None else raw.decode("utf-8", "replace")
         raw = exchange.subject
@@ -113,7 +118,12 @@ class RequestLog:
         upstream = exchange.upstream_seconds
         if upstream is None and exchange.upstream_started:
             upstream = seconds
-        when = self._clock.iso(exchange.wall)
+        wall = exchange.wall
+        clock = self._clock
+        second = int(wall)
+        if second != clock.second:
+            clock.tick(second)
+        when = f"{clock.prefix}.{int((wall - second) * 1000):03d}Z"
         if self.format == "json":
             # Written out by hand: json.dumps of a dict cost most of a request's log time.
             up = "null" if upstream is None else f"{upstream * 1000:.3f}"
@@ -135,14 +145,6 @@ class RequestLog:
             f"id={request_id or '-'} client={client_id or '-'} subject={subject or '-'}"
         )
 
-    def safe(self, value: bytes | None) -> str | None:
-        if value is None:
-            return None
-        text = value.decode("latin-1")
-        if text in self.secrets or ("." in text and _JWT.fullmatch(text)):
-            return REDACTED
-        return text
-
     def _remember_path(self, path: str) -> str:
         """safe_path, remembered for paths of ordinary length (bounded)."""
         safe = self.safe_path(path)
@@ -161,18 +163,16 @@ class RequestLog:
 
 
 class _Clock:
-    """ISO 8601 times, the date-and-second part formatted once per second."""
+    """The date-and-second part of ISO 8601 times, formatted once per second (the
+    milliseconds are added by RequestLog.line)."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self.second = -1
+        self.prefix = ""
 
-    def iso(self, wall: float) -> str:
-        second = int(wall)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((wall - second) * 1000):03d}Z"
+    def tick(self, second: int) -> None:
+        self.second = second
+        self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 _PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\uffff]*')

@@ -176,15 +176,11 @@ class Forwarder:
         else (a new connection, a streamed or slow body, a stale connection to retry, a
         slow client) continues on the coroutine path, `relay`, from where it is."""
         conn = self.pool.take() if request.body is not None else None
-        if conn is None:
+        transport = conn.transport if conn is not None else None
+        if conn is None or transport is None:
             client.relay(partial(self.relay, request))
             return
-        try:
-            conn.write_now(self._whole(request, request.body or b""))
-        except GatewayError:
-            conn.close()
-            client.relay(partial(self.relay, request))
-            return
+        transport.write(self._whole(request, request.body or b""))  # take(): it is usable
         Waiting(self, conn, request, client)
 
     async def relay(

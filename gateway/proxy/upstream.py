@@ -154,12 +154,6 @@ class UpstreamConnection(asyncio.Protocol):
             if self.closed:
                 raise self._closed("upstream connection failed while sending")
 
-    def write_now(self, data: bytes) -> None:
-        """Write without waiting for the buffer to drain (a request head: small)."""
-        if self.closed or self.transport is None or self.transport.is_closing():
-            raise self._closed("upstream connection failed while sending")
-        self.transport.write(data)
-
     async def read_head(self, seconds: float) -> None:
         while not self.head_done:
             await self._wait(seconds, NO_ANSWER)
