@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.acme.dns import LoopbackDNS
 from tests.acme.gateway_process import acme_env, gateway, wait_for_issued
 from tests.acme.pebble import pebble
-from tests.integration.live import free_port
+from tests.ports import reserved_port
 
 NAME = "memory.test"
 
 
 def one_run(binary: str, root: Path) -> tuple[float, float]:
-    https_port, http_port = free_port(), free_port()
+    https_port, http_port = reserved_port(), reserved_port()
     with (
         LoopbackDNS([NAME]) as dns,
         pebble(binary, root / "pebble", http_port=http_port, dns_port=dns.port) as ca,

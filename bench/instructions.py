@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 import httptools  # noqa: E402
 
 from bench import product, proxybound  # noqa: E402
-from tests.proxy.conftest import Server, free_port, wait_listening  # noqa: E402
+from tests.ports import reserved_port  # noqa: E402
+from tests.proxy.conftest import Server, wait_listening  # noqa: E402
 
 
 def main() -> None:
@@ -98,7 +99,7 @@ def _drive(port: int, data: bytes, counter: list[int], stop: threading.Event) ->
 
 
 def measure(tree: Path, upstream: str, tmp: Path, count: int) -> dict[str, float]:
-    port = free_port()
+    port = reserved_port()
     state = tempfile.mkdtemp(dir=tmp)
     out = Path(state) / "callgrind.out"
     env = {

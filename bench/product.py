@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.proxy.conftest import Server, free_port, wait_listening
+from tests.ports import reserved_port
+from tests.proxy.conftest import Server, wait_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 HS256_SECRET = "bench-hs256-secret-that-is-long-enough-0123456789"
@@ -36,7 +37,7 @@ def start_gateway(
     tls: tuple[Path, Path] | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Server:
-    port = free_port()
+    port = reserved_port()
     scheme = "https" if tls else "http"
     env = {
         **os.environ,
@@ -103,7 +104,7 @@ def oauth_token(base_url: str, scope: str, verify: str | bool = True) -> str:
 
 def start_backend(cpus: str | None) -> Server:
     """The baseline backend (docs/performance.md): a 1.3 KB JSON list on Starlette + uvicorn."""
-    port = free_port()
+    port = reserved_port()
     command = pinned(cpus, [sys.executable, "-m", "bench.backend", str(port)])
     proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     server = Server(port, proc)

@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bench.product import pinned
-from tests.proxy.conftest import Server, free_port, wait_listening
+from tests.ports import reserved_port
+from tests.proxy.conftest import Server, wait_listening
 
 MEMORIES = json.dumps(
     [
@@ -159,7 +160,7 @@ backend upstream
 
 
 def start_static(tmp: Path, cpus: str | None) -> Server:
-    port = free_port()
+    port = reserved_port()
     directory = tmp / "nginx-static"
     directory.mkdir()
     conf = STATIC_CONF.format(dir=directory, port=port, memories=MEMORIES, mcp=MCP_ANSWER)
@@ -179,7 +180,7 @@ def start_haproxy(
     pem = directory / "es256.pem"
     pem.write_bytes(es256_public_pem(gateway_url))
     audience = _claims(token)["aud"]
-    port = free_port()
+    port = reserved_port()
     conf = HAPROXY_CONF.format(port=port, pem=pem, aud=audience, upstream=upstream)
     (directory / "haproxy.cfg").write_text(conf)
     check = subprocess.run(

@@ -31,7 +31,8 @@ import trustme  # noqa: E402
 
 from bench import proxybound  # noqa: E402
 from bench.product import oauth_token, pinned, start_backend, start_gateway  # noqa: E402
-from tests.proxy.conftest import Server, free_port, wait_listening  # noqa: E402
+from tests.ports import reserved_port  # noqa: E402
+from tests.proxy.conftest import Server, wait_listening  # noqa: E402
 
 MB = 1024 * 1024
 NGINX_CONF = """
@@ -212,7 +213,7 @@ def https(server: Server) -> str:
 def start_nginx(
     tmp: Path, backend: int, tls: Path | None, cpus: str | None, name: str | None = None
 ) -> Server:
-    port = free_port()
+    port = reserved_port()
     name = name or ("tls" if tls else "plain")
     directory = tmp / f"nginx-{name}"
     directory.mkdir()

@@ -30,6 +30,7 @@ from gateway.oauth.tokens import TokenService
 from gateway.settings import Settings
 from gateway.store.base import AuthorizationCode, hash_secret
 from gateway.store.sqlite import SqliteStore
+from tests.ports import reserved_port
 
 CLIENT_ID = "bench-client"
 REDIRECT = "http://127.0.0.1:9/cb"
@@ -150,12 +151,6 @@ async def drive(port: int, pairs: list[tuple[str, str]], concurrency: int) -> fl
         return measured / (time.perf_counter() - started)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -173,7 +168,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        state, port = Path(tmp), free_port()
+        state, port = Path(tmp), reserved_port()
         load_or_create(state / "keys")
         pairs = asyncio.run(prepare(state, port, args.codes))
         child = multiprocessing.get_context("spawn").Process(target=serve, args=(state, port))
