@@ -65,6 +65,10 @@ REQUESTS_PER_TURN = 32
 # protocol and forwarded in one write with the head (no ASGI cycle); larger or chunked
 # bodies stream through the ASGI path. Below the JSON-RPC inspection cap (4 MiB).
 FAST_BODY_LIMIT = 256 * 1024
+# The fast path remembers which raw paths `routes` sends to the proxy: this many, of at
+# most this length (longer ones are decided each time).
+ROUTE_MEMO_SIZE = 4096
+ROUTE_MEMO_KEY_BYTES = 256
 
 
 class CorkedTransport(asyncio.Transport):
@@ -664,16 +668,32 @@ def fast_proxy_protocol(
         _proxy = proxy
         _routes = staticmethod(routes)
         _https_headers = extra
+        _route_memo: dict[bytes, bool] = {}  # this server's: raw path → routes(path)
 
     FastProxyProtocol.limits = limits or EdgeLimits()
     FastProxyProtocol.admission = admission
     return FastProxyProtocol
 
 
+def _target(url: bytes) -> tuple[bytes, bytes] | None:
+    """(raw path, query) of a request target; None when it is not one httptools can
+    parse. An origin-form target ("/path?query", what clients send) is split here;
+    anything else goes through httptools.parse_url."""
+    if url[:1] == b"/" and b"#" not in url:
+        path, _, query = url.partition(b"?")
+        return path, query
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        return None
+    return parsed.path, parsed.query or b""
+
+
 class _FastProxyProtocol(CorkedHttpToolsProtocol):
     _proxy: ProxyHandler
     _routes: Callable[[str], bool]
     _https_headers: list[Header]
+    _route_memo: dict[bytes, bool]
 
     def on_message_begin(self) -> None:
         # The scope is built only when a request takes the ASGI path (_to_asgi).
@@ -692,20 +712,31 @@ class _FastProxyProtocol(CorkedHttpToolsProtocol):
             and parser.get_http_version() == "1.1"
             and not parser.should_upgrade()
         ):
-            try:
-                url = httptools.parse_url(self.url)
-                path = url.path.decode("ascii")
-            except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
-                path = None
-            if path is not None and self._routes(unquote(path) if "%" in path else path):
+            target = _target(self.url)
+            if target is not None and self._proxied(target[0]):
                 found = scan(self.headers)
                 if not found.has_body:
-                    self._start_fast(parser.get_method(), url.path, url.query or b"", found)
+                    self._start_fast(parser.get_method(), target[0], target[1], found)
                     return
                 if small_body(found):
-                    self._start_fast(parser.get_method(), url.path, url.query or b"", found, True)
+                    self._start_fast(parser.get_method(), target[0], target[1], found, True)
                     return
         self._to_asgi()
+
+    def _proxied(self, raw_path: bytes) -> bool:
+        """`routes` of the percent-decoded path, remembered per raw path (bounded)."""
+        known = self._route_memo.get(raw_path)
+        if known is None:
+            try:
+                path = raw_path.decode("ascii")
+            except UnicodeDecodeError:
+                return False  # the ASGI path answers it
+            known = self._routes(unquote(path) if "%" in path else path)
+            if len(raw_path) <= ROUTE_MEMO_KEY_BYTES:
+                if len(self._route_memo) >= ROUTE_MEMO_SIZE:
+                    self._route_memo.clear()
+                self._route_memo[raw_path] = known
+        return known
 
     def _to_asgi(self) -> None:
         url, headers, expect = self.url, self.headers, self.expect_100_continue

@@ -753,3 +753,21 @@ async def test_a_lost_connection_leaves_no_keep_alive_timer() -> None:
     assert protocol.timeout_keep_alive_task is not None
     protocol.connection_lost(ConnectionResetError())
     assert protocol.timeout_keep_alive_task is None
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/", b"/api/memories", b"/api/memories?limit=2&q=a%20b", b"/a?", b"/a?b?c", b"//x/y",
+     b"/%2e%2e/x", b"/mcp/", b"/a#frag", b"http://host:1/path?q=1", b"*"],
+)  # fmt: skip
+def test_the_fast_target_split_agrees_with_httptools(target: bytes) -> None:
+    import httptools
+
+    from gateway.http_protocol import _target
+
+    try:
+        parsed = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        assert _target(target) is None
+        return
+    assert _target(target) == (parsed.path, parsed.query or b"")
