@@ -174,13 +174,15 @@ class ProxyApp:
         here (foreign Origin, preflight, 400, 401, 403); else `finish` is called with the
         body once it is in hand."""
         request = _Request(method, raw_path, query, headers, peer, found)
-        if found.origin is not None and not self.origins.allows(found.origin):
-            client.respond(*_foreign_origin())
-            return None
-        cors_headers = cors.response_headers(found.origin)
-        if (preflight := _preflight(request)) is not None:
-            client.respond(*preflight)
-            return None
+        cors_headers: list[Header] = []
+        if found.origin is not None:  # a browser: Origin rule, preflight, CORS headers
+            if not self.origins.allows(found.origin):
+                client.respond(*_foreign_origin())
+                return None
+            cors_headers = cors.response_headers(found.origin)
+            if (preflight := _preflight(request)) is not None:
+                client.respond(*preflight)
+                return None
         try:
             if found.has_body and method in BODYLESS_METHODS:
                 raise InvalidRequest(f"a {method} request must not have a body")
