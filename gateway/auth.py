@@ -88,7 +88,14 @@ class Authenticator:
             if known is not None:
                 claims, principal = known
                 if self._tokens is not None and self._tokens.unexpired(claims):
-                    self._check_revocation(claims)
+                    try:  # _check_revocation, inline: this is every repeated request
+                        revoked = self._is_revoked(claims)
+                    except Exception:
+                        raise TemporarilyUnavailable(
+                            "token revocation status is unavailable"
+                        ) from None
+                    if revoked:
+                        raise InvalidToken("token has been revoked")
                     return principal
                 del self._known[authorization]
         bearer = bearer_token(authorization) if authorization is not None else None

@@ -292,13 +292,14 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def _feed(self, data: bytes, pos: int = 0) -> None:
         limits, size = self.limits, len(data)
-        transport, flow, pipeline = self.transport, self.flow, self.pipeline
+        flow, pipeline = self.flow, self.pipeline
+        cork, raw, parser = self._cork, self._raw, self.parser
         turn_ends = self._completed + REQUESTS_PER_TURN
         while pos < size:
             if (
                 flow.write_paused
                 or len(pipeline) >= limits.max_pipelined
-                or transport.get_write_buffer_size() >= CORK_LIMIT
+                or cork._pending_size + raw.get_write_buffer_size() >= CORK_LIMIT
                 or self._completed >= turn_ends  # the rest in the next turn (_pump)
             ):
                 self._hold(data, pos)
@@ -310,7 +311,12 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             if in_body:
                 body_before = self._body_bytes
                 self._last_data = self.loop.time()
-            if not self._parse(piece):
+            try:  # _parse, inline for the common case
+                parser.feed_data(piece)
+            except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+                self._parse_failed(exc)
+                return
+            if raw.is_closing():
                 return
             if in_body != self._in_body:  # a head or body ended in this slice
                 if self._timer is None and self._in_body:
@@ -329,23 +335,17 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
                     self._refuse_head("request line and headers")
                     return
 
-    def _parse(self, piece: bytes) -> bool:
-        """Feed one slice; False when the connection is done with (refused or closed)."""
-        try:
-            self.parser.feed_data(piece)
-        except httptools.HttpParserUpgrade:
+    def _parse_failed(self, exc: Exception) -> None:
+        """The parser stopped: an upgrade request, or input that is not HTTP."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
-            return False
-        except httptools.HttpParserError:
-            if not self._refused:
-                msg = "Invalid HTTP request received."
-                self.logger.warning(msg)
-                self.send_400_response(msg)
-            return False
-        return not self._raw.is_closing()
+        elif not self._refused:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
 
     def _must_hold(self) -> bool:
         return (

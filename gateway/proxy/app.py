@@ -357,7 +357,8 @@ class ProxyApp:
                 return b"".join(parts)
 
     def _forwarding(self, peer: str, found: Found) -> Forwarding:
-        return Forwarding(peer.encode(), self.proto, found.host, is_trusted(peer, self.trusted))
+        trusted = bool(self.trusted) and is_trusted(peer, self.trusted)
+        return Forwarding(peer.encode(), self.proto, found.host, trusted)
 
 
 def _wants_page(request: _Request) -> bool:

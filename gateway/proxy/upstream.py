@@ -286,11 +286,15 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Back into the pool when the exchange ended cleanly; closed otherwise."""
+        transport = conn.transport
         if (
             conn.done
             and conn.keep_alive
             and not conn.chunks
-            and conn.usable()
+            and not conn.closed
+            and not conn.eof
+            and transport is not None
+            and not transport.is_closing()  # conn.usable(), inline
             and len(self._idle) < self.max_idle
         ):
             conn.reset()
