@@ -67,7 +67,7 @@ def start_gateway(
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=out)
     server = Server(port, proc)
     try:
-        wait_listening(port, proc)
+        wait_listening(port, proc, tls=tls is not None)
     except Exception:
         server.stop()
         raise

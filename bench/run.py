@@ -229,7 +229,7 @@ def start_nginx(
     (directory / "nginx.conf").write_text(conf)
     command = pinned(cpus, ["nginx", "-p", str(directory), "-c", str(directory / "nginx.conf")])
     proc = subprocess.Popen(command)
-    wait_listening(port, proc)  # type: ignore[arg-type]
+    wait_listening(port, proc, tls=tls is not None)  # type: ignore[arg-type]
     return Server(port, proc)  # type: ignore[arg-type]
 
 

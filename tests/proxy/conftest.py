@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,17 +22,25 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0, *, tls: bool = False
+) -> None:
     """Until the HTTP server on `port` answers one request (any status). A connect alone
     proves nothing: a listening socket handed over by the test accepts connections into
-    its backlog before the server serves; the probe waits there for the answer."""
+    its backlog before the server serves; the probe waits there for the answer. `tls`:
+    the probe goes over TLS (the certificate is not checked: only the answer counts)."""
+    context = None
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server on {port} exited with {proc.returncode}")
         left = max(0.2, deadline - time.monotonic())
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=left) as sock:
+            with socket.create_connection(("127.0.0.1", port), timeout=left) as raw:
+                sock = raw if context is None else context.wrap_socket(raw)
                 sock.sendall(PROBE)
                 if sock.recv(5) == b"HTTP/":
                     return
