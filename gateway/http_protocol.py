@@ -974,6 +974,7 @@ class FastExchange:
 
     def _complete(self) -> None:
         self.response_complete = True
+        self.gone_callback = None  # the exchange is over: its waiters are not called
         protocol = self.protocol
         if not self.keep_alive:
             protocol.transport.close()

@@ -539,6 +539,21 @@ async def test_client_disconnect_reaches_the_waiting_exchange() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_whole_response_drops_the_gone_callback() -> None:
+    """Once answered, a later disconnect is no one's business: the waiter that set the
+    callback (forward.Waiting) has handed its upstream connection back to the pool."""
+    gone: list[bool] = []
+
+    def wait_then_answer(client: Client) -> None:
+        client.on_gone(lambda: gone.append(True))
+        small_reply(client)
+
+    protocol, _ = await fast_connection(FakeProxy(wait_then_answer), GET)
+    protocol.connection_lost(None)
+    assert gone == []
+
+
+@pytest.mark.anyio
 async def test_relayed_exchange_streams_chunks_through_send() -> None:
     async def run(receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})

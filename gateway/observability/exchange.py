@@ -338,6 +338,7 @@ class ObservedClient:
             exchange.no_credentials = _no_credentials(headers)
         exchange.bytes += len(body)
         exchange.complete = True
+        self.callback = None  # a whole response: the on_gone callback is dropped
         self.inner.respond(status, headers, body)
         self.observer.end(exchange)
 
@@ -422,7 +423,7 @@ class ObservedForwarder:
         self.observer = observer
 
     def start(self, request: Outgoing, client: Client) -> None:
-        if isinstance(client, ObservedClient):
+        if client.__class__ is ObservedClient:
             self.observer.forwarded(client.exchange, request)
         self.inner.start(request, client)
 

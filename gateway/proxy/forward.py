@@ -83,7 +83,8 @@ class Client(Protocol):
         ...
 
     def respond(self, status: int, headers: list[Header], body: bytes) -> None:
-        """Write a whole response now."""
+        """Write a whole response now; the exchange is complete, so the `on_gone`
+        callback, if any, is dropped (a later disconnect is no one's business)."""
         ...
 
     def relay(self, run: Callable[[Receive, Send], Awaitable[None]]) -> None:
@@ -354,15 +355,18 @@ class Waiting:
             else:
                 self.client.respond(*render(failure, extra=request.response_extra))
             return
-        self._detach()
+        conn.listener = None
+        self.forward.deadlines.discard(self)
         if request.method == "HEAD":
             conn.end_without_body()
         if not conn.done or not self.client.writable():
+            self.client.on_gone(None)
             self.client.relay(partial(self.forward.relay, request, conn=conn))
             return
         headers = conn.response_headers() + request.response_extra
         body = b"".join(conn.chunks) if len(conn.chunks) != 1 else conn.chunks[0]
         conn.chunks = []
+        # A whole response completes the exchange, which drops the on_gone callback.
         self.client.respond(conn.status, headers, body)
         self.forward.pool.release(conn)
 
