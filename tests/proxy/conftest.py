@@ -5,16 +5,19 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from gateway.http_protocol import CorkedHttpToolsProtocol, fast_proxy_protocol
+from gateway.tls import GatewayServer
 from tests.ports import bound_socket, listen_argument, port_of
-from tests.proxy.gateway_server import ISSUER, token_service
+from tests.proxy.gateway_server import ISSUER, build, settings_from, token_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,14 +55,22 @@ def wait_listening(
 
 @dataclass
 class Server:
+    """A server for a test: a child process (`proc`), or uvicorn in a thread of this
+    process (`stopper` stops it)."""
+
     port: int
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | None = None
+    stopper: Callable[[], None] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
+        if self.stopper is not None:
+            self.stopper()
+            return
+        assert self.proc is not None
         self.proc.terminate()
         try:
             self.proc.wait(5)
@@ -68,6 +79,8 @@ class Server:
             self.proc.wait()
 
     def rss_kib(self) -> int:
+        """The child process's resident memory (a server in a thread has none its own)."""
+        assert self.proc is not None, "rss_kib needs a server in its own process"
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
@@ -105,6 +118,40 @@ def start_upstream(port: int | None = None) -> Server:
 
 
 def start_gateway(upstream: str, *overrides: str) -> Server:
+    """The ProxyApp of tests.proxy.gateway_server on uvicorn in a thread of this process
+    (no child process: the proxy is built here, with the real Forwarder), on a port it
+    bound itself (0, read back). `protocol=asgi` serves every request through ASGI,
+    otherwise bodyless and small-body requests take the protocol fast path."""
+    settings, ssl = settings_from(upstream, list(overrides))
+    assert not ssl, "TLS options need start_gateway_process"
+    proxy = build(settings)
+    asgi_only = "protocol=asgi" in overrides
+    server = GatewayServer(
+        proxy, "127.0.0.1", 0, None, loop="uvloop",
+        http=CorkedHttpToolsProtocol if asgi_only else fast_proxy_protocol(proxy, lambda _: True),
+        lifespan="off", log_config=None, log_level="warning", access_log=False,
+        server_header=False, date_header=False, proxy_headers=False,
+    )  # fmt: skip
+    thread = threading.Thread(target=server.run, name="test-gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError("the in-process gateway did not start")
+        time.sleep(0.01)
+    assert server.port is not None
+
+    def stop() -> None:
+        server.stop()
+        thread.join(timeout=10)
+
+    return Server(server.port, stopper=stop)
+
+
+def start_gateway_process(upstream: str, *overrides: str) -> Server:
+    """The same gateway in a child process (`python -m tests.proxy.gateway_server`): for
+    tests that measure its own memory or need TLS options."""
     return start("tests.proxy.gateway_server", upstream, *overrides)
 
 

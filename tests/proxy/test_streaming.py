@@ -6,10 +6,25 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import pytest
 
-from tests.proxy.conftest import Server, bearer
+from tests.proxy.conftest import Server, bearer, start_gateway_process
 
 MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module", params=["fast", "asgi"])
+def gateway(upstream: Server, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """In its own process, unlike conftest's: these tests measure the gateway's memory,
+    and the SSE delay is the gateway's alone, not shared with the test's threads."""
+    server = start_gateway_process(
+        upstream.url,
+        "upstream_idle_timeout=1.5",
+        "upstream_header_timeout=1.0",
+        f"protocol={request.param}",
+    )
+    yield server
+    server.stop()
 
 
 def test_p3_sse_events_arrive_one_by_one_as_emitted(client: httpx.Client) -> None:
