@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -126,19 +127,25 @@ def start_gateway(upstream: str, *overrides: str) -> Server:
     assert not ssl, "TLS options need start_gateway_process"
     proxy = build(settings)
     asgi_only = "protocol=asgi" in overrides
+    http = CorkedHttpToolsProtocol if asgi_only else fast_proxy_protocol(proxy, lambda _: True)
+    return serve_in_thread(proxy, http)
+
+
+def serve_in_thread(app: Any, http: type[CorkedHttpToolsProtocol]) -> Server:
+    """`app` on uvicorn (protocol class `http`) in a thread of this process, on a port
+    it bound itself (0, read back); `stop()` ends it."""
     server = GatewayServer(
-        proxy, "127.0.0.1", 0, None, loop="uvloop",
-        http=CorkedHttpToolsProtocol if asgi_only else fast_proxy_protocol(proxy, lambda _: True),
+        app, "127.0.0.1", 0, None, loop="uvloop", http=http,
         lifespan="off", log_config=None, log_level="warning", access_log=False,
         server_header=False, date_header=False, proxy_headers=False,
     )  # fmt: skip
-    thread = threading.Thread(target=server.run, name="test-gateway", daemon=True)
+    thread = threading.Thread(target=server.run, name="test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.stop()
-            raise RuntimeError("the in-process gateway did not start")
+            raise RuntimeError("the in-process server did not start")
         time.sleep(0.01)
     assert server.port is not None
 
@@ -169,16 +176,15 @@ def upstream() -> Iterator[Server]:
     server.stop()
 
 
+# What the dual-path gateways of these tests are started with.
+DUAL_PATH_OVERRIDES = ("upstream_idle_timeout=1.5", "upstream_header_timeout=1.0")
+
+
 @pytest.fixture(scope="module", params=["fast", "asgi"])
 def gateway(upstream: Server, request: pytest.FixtureRequest) -> Iterator[Server]:
     """Every test runs against both server paths: the protocol fast path (bodyless
     requests served inside the protocol) and uvicorn's ASGI path for everything."""
-    server = start_gateway(
-        upstream.url,
-        "upstream_idle_timeout=1.5",
-        "upstream_header_timeout=1.0",
-        f"protocol={request.param}",
-    )
+    server = start_gateway(upstream.url, *DUAL_PATH_OVERRIDES, f"protocol={request.param}")
     yield server
     server.stop()
 

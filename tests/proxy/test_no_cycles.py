@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import gc
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,8 +20,7 @@ import pytest
 
 from gateway.http_protocol import fast_proxy_protocol
 from gateway.settings import Settings
-from gateway.tls import GatewayServer
-from tests.proxy.conftest import Server, bearer
+from tests.proxy.conftest import Server, bearer, serve_in_thread
 from tests.proxy.gateway_server import API_KEY, ISSUER, SECRET, build
 
 REQUEST_SCOPED = {"FastExchange", "Waiting", "Outgoing", "Admitted", "_Request", "Found"}
@@ -49,23 +46,11 @@ def fast_gateway(upstream: Server) -> Iterator[tuple[int, list[str]]]:
         def finish(self, *args: Any) -> None:
             proxy.finish(*args)
 
-    protocol = fast_proxy_protocol(Counted(), lambda path: True)
-    server = GatewayServer(
-        proxy, "127.0.0.1", 0, None, loop="uvloop", http=protocol,
-        lifespan="off", log_config=None, access_log=False,
-    )  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
+    server = serve_in_thread(proxy, fast_proxy_protocol(Counted(), lambda path: True))
     try:
-        assert server.port is not None
         yield server.port, fast_calls
     finally:
         server.stop()
-        thread.join(timeout=10)
 
 
 class _Response:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.proxy.conftest import Server, bearer, start_gateway_process
+from tests.proxy.conftest import DUAL_PATH_OVERRIDES, Server, bearer, start_gateway_process
 
 MB = 1024 * 1024
 
@@ -17,12 +17,7 @@ MB = 1024 * 1024
 def gateway(upstream: Server, request: pytest.FixtureRequest) -> Iterator[Server]:
     """In its own process, unlike conftest's: these tests measure the gateway's memory,
     and the SSE delay is the gateway's alone, not shared with the test's threads."""
-    server = start_gateway_process(
-        upstream.url,
-        "upstream_idle_timeout=1.5",
-        "upstream_header_timeout=1.0",
-        f"protocol={request.param}",
-    )
+    server = start_gateway_process(upstream.url, *DUAL_PATH_OVERRIDES, f"protocol={request.param}")
     yield server
     server.stop()
 
