@@ -1,7 +1,9 @@
 """Every uvicorn internal the gateway relies on, in one place, behind a version check.
 
 The server protocol (gateway.http_protocol) subclasses uvicorn's httptools protocol and
-reuses its flow control, framing tables and header checks; gateway.tls overrides
+reuses its flow control, framing tables and header checks, and its per-connection state
+(cycle, pipeline, the keep-alive timer fields and handler, `_start_asgi_task`, which
+its own `on_response_complete` calls); gateway.tls overrides
 `Server.capture_signals` (PassiveServer) and calls `Config.bind_socket` and
 `Config.get_loop_factory` (bind_socket, loop_factory below).
 None of these is uvicorn's public API, so they are imported only here, and only from a
