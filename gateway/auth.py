@@ -36,8 +36,8 @@ API_KEY_SCOPES = frozenset({"read", "write", "admin"})
 API_KEY_IDENTITY = "api-key"
 _CACHE_LIMIT = 512
 _PRINCIPAL_LIMIT = 10_000
-# A Bearer token the gateway issued is well under this; longer header values (padding
-# around one valid token) are verified each time rather than remembered.
+# A Bearer token the gateway issued is well under this; longer ones are verified each
+# time rather than remembered.
 _KNOWN_VALUE_BYTES = 4096
 
 Headers = list[tuple[bytes, bytes]]
@@ -67,7 +67,9 @@ class Authenticator:
         self._principals: dict[str, tuple[AccessToken, Principal]] = {}
         # Authorization header values that carried a verified token, as sent: the same
         # bytes verify the same way, so a repeat needs only the lifetime and revocation
-        # checks (bounded: values up to _KNOWN_VALUE_BYTES, _PRINCIPAL_LIMIT entries).
+        # checks. Only the canonical spelling `Bearer <token>` is remembered, so one
+        # token is one entry however a client pads or cases it (bounded: values up to
+        # _KNOWN_VALUE_BYTES, _PRINCIPAL_LIMIT entries).
         self._known: dict[bytes, tuple[AccessToken, Principal]] = {}
 
     def authenticate(
@@ -113,10 +115,15 @@ class Authenticator:
         if self._is_api_key(bearer):
             return self._key_principal
         principal, claims = self._verify(bearer)
-        if api_key_header is None and len(authorization or b"") <= _KNOWN_VALUE_BYTES:
+        if (
+            api_key_header is None
+            and authorization is not None
+            and len(authorization) <= _KNOWN_VALUE_BYTES
+            and authorization == b"Bearer " + bearer
+        ):
             if len(self._known) >= _PRINCIPAL_LIMIT:
                 self._known.clear()
-            self._known[authorization or b""] = (claims, principal)
+            self._known[authorization] = (claims, principal)
         return principal
 
     def _is_api_key(self, value: bytes) -> bool:

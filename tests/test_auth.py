@@ -571,6 +571,19 @@ def test_a_remembered_value_is_still_checked_for_revocation_and_expiry(
         authn.authenticate(header, None)
 
 
+@pytest.mark.parametrize("spelling", ["bearer {}", "Bearer  {}", "Bearer {} ", "BEARER {}"])
+def test_only_the_canonical_spelling_is_remembered(
+    authn: Authenticator, tokens: TokenService, monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    """One token is one remembered value: other spellings (which an authenticated client
+    could vary without end) are verified every time."""
+    calls = _counting(tokens, monkeypatch)
+    header = spelling.format(_issue(tokens)).encode()
+    for _ in range(3):
+        assert authn.authenticate(header, None) is not None
+    assert len(calls) == 3
+
+
 def test_a_padded_value_over_4_kib_is_verified_every_time(
     authn: Authenticator, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
