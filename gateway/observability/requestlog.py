@@ -71,12 +71,16 @@ class LineSink:
 
 
 def write_to_log_streams(text: str) -> None:
-    """Write to every stream handler of the root logger (stderr, the log file)."""
+    """Write to every stream handler of the root logger (stderr, the log file); one
+    without an open stream (a closed or not yet opened FileHandler) is passed over."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
             with handler.lock or _NoLock():
-                handler.stream.write(text)
-                handler.stream.flush()
+                stream = handler.stream
+                if stream is None:
+                    continue
+                stream.write(text)
+                stream.flush()
 
 
 class _NoLock:

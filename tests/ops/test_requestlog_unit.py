@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+from pathlib import Path
 
 from gateway.observability.exchange import Exchange, route_class
-from gateway.observability.requestlog import REDACTED, LineSink, RequestLog
+from gateway.observability.requestlog import (
+    REDACTED,
+    LineSink,
+    RequestLog,
+    write_to_log_streams,
+)
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
 
@@ -52,3 +60,21 @@ def test_route_classes() -> None:
     assert route_class("/oauth/register/abc") == "oauth_register"
     assert route_class("/.well-known/oauth-authorization-server") == "discovery"
     assert route_class("/favicon.ico") == "other"
+
+
+def test_a_handler_without_an_open_stream_is_passed_over(tmp_path: Path) -> None:
+    """A closed FileHandler (its stream is None) left on the root logger: the lines
+    still reach the other streams, and nothing raises."""
+    root = logging.getLogger()
+    closed = logging.FileHandler(tmp_path / "closed.log")
+    closed.close()
+    assert closed.stream is None
+    alive = logging.StreamHandler(io.StringIO())
+    root.addHandler(closed)
+    root.addHandler(alive)
+    try:
+        write_to_log_streams("one line\n")
+    finally:
+        root.removeHandler(closed)
+        root.removeHandler(alive)
+    assert alive.stream.getvalue() == "one line\n"
