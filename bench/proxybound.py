@@ -105,7 +105,8 @@ WORKLOADS: dict[str, tuple[str, str | None]] = {
     ),
 }
 
-STATIC_CONF = """
+# The start of every nginx configuration the bench writes (a format string: {dir}).
+NGINX_PRELUDE = """
 worker_processes 1;
 daemon off;
 pid {dir}/nginx.pid;
@@ -116,7 +117,11 @@ http {{
   keepalive_requests 1000000;
   client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
   fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-  default_type application/json;
+"""
+
+STATIC_CONF = (
+    NGINX_PRELUDE
+    + """  default_type application/json;
   server {{
     listen 127.0.0.1:{port};
     location = /api/memories {{ return 200 '{memories}'; }}
@@ -126,6 +131,7 @@ http {{
   }}
 }}
 """
+)
 
 HAPROXY_CONF = """
 global

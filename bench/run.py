@@ -35,17 +35,9 @@ from tests.ports import reserved_port  # noqa: E402
 from tests.proxy.conftest import Server, wait_listening  # noqa: E402
 
 MB = 1024 * 1024
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+NGINX_CONF = (
+    proxybound.NGINX_PRELUDE
+    + """\
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port};
@@ -60,6 +52,7 @@ http {{
   }}
 }}
 """
+)
 
 
 PROXY_CPU, LOAD_CPU = "0", "1"
