@@ -6,8 +6,10 @@ straight away, so every small response cost two `write` syscalls (and two TLS re
 under TLS). docs/performance.md's profile put ~38 % of the gateway's time in socket writes.
 
 `CorkedTransport` buffers the writes made during one event-loop turn and hands them to
-the real transport together from a `call_soon` callback, i.e. before the loop next
-waits for I/O: a streamed chunk (an SSE event) still leaves in the turn it was sent.
+the real transport together at the turn's end (gateway.proxy.turns: one `call_soon`
+for all the connections of a server, which also writes their sockets back to back),
+i.e. before the loop next waits for I/O: a streamed chunk (an SSE event) still leaves
+in the turn it was sent.
 It writes through at once when the buffered bytes reach `CORK_LIMIT` (so a large body
 never piles up here and the real transport's pause_writing/resume_writing, which go
 to the protocol, keep governing the sender), and before close, write_eof and
@@ -42,6 +44,7 @@ from gateway.errors import (
 )
 from gateway.proxy.app import Found, scan
 from gateway.proxy.forward import Client
+from gateway.proxy.turns import TurnWrites
 from gateway.uvicorn_fence import HEADER_RE as _NAME
 from gateway.uvicorn_fence import HEADER_VALUE_RE as _VALUE
 from gateway.uvicorn_fence import STATUS_LINE, FlowControl, HttpToolsProtocol
@@ -72,14 +75,21 @@ ROUTE_MEMO_KEY_BYTES = 256
 
 
 class CorkedTransport(asyncio.Transport):
-    """Coalesces the writes of one loop turn into one write on `transport`."""
+    """Coalesces the writes of one loop turn into one write on `transport`, made when
+    `turn` (shared by a server's connections) flushes at the turn's end."""
 
-    __slots__ = ("_loop", "_pending", "_pending_size", "_scheduled", "_transport")
+    __slots__ = ("_loop", "_pending", "_pending_size", "_scheduled", "_transport", "_turn")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        turn: TurnWrites | None = None,
+    ) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
+        self._turn = turn if turn is not None else TurnWrites()
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._scheduled = False
@@ -97,21 +107,13 @@ class CorkedTransport(asyncio.Transport):
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush_soon)
+            self._turn.add(self._loop, self)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
-    def write_now(self, data: bytes) -> None:
-        """A whole response: written at once when nothing is buffered before it (there
-        is nothing to coalesce it with), else after what is."""
-        if self._pending:
-            self.write(data)
-        elif not self._transport.is_closing():
-            self._transport.write(data)
-
-    def _flush_soon(self) -> None:
+    def flush_turn(self) -> None:
         self._scheduled = False
         self.flush()
 
@@ -229,6 +231,9 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     limits: ClassVar[EdgeLimits] = EdgeLimits()
     admission: ClassVar[ConnectionLimiter | None] = None
+    # The server's connections flush their corked writes together (gateway.proxy.turns);
+    # unset, each connection flushes on its own.
+    turn: ClassVar[TurnWrites | None] = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._held = False
@@ -251,9 +256,8 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         self._address: str | None = None
         self._admitted = False
         self._raw = transport  # for the per-request is_closing() checks: no Python layer
-        self._through = True  # no pipelined input behind the request being parsed
         self._idle_since = 0.0
-        self._cork = CorkedTransport(transport, self.loop)
+        self._cork = CorkedTransport(transport, self.loop, self.turn)
         super().connection_made(self._cork)
         self.flow = GatedFlowControl(self.transport, self)
         admission = self.admission
@@ -306,7 +310,6 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
                 return
             piece = data if pos == 0 and size <= SLICE else data[pos : pos + SLICE]
             pos += len(piece)
-            self._through = pos >= size
             in_body = self._in_body
             if in_body:
                 body_before = self._body_bytes
@@ -636,6 +639,7 @@ def edge_protocol(
         pass
 
     EdgeProtocol.limits, EdgeProtocol.admission = limits, admission
+    EdgeProtocol.turn = TurnWrites()
     return EdgeProtocol
 
 
@@ -672,6 +676,7 @@ def fast_proxy_protocol(
 
     FastProxyProtocol.limits = limits or EdgeLimits()
     FastProxyProtocol.admission = admission
+    FastProxyProtocol.turn = TurnWrites()
     return FastProxyProtocol
 
 
@@ -858,11 +863,7 @@ class FastExchange:
             self.fail(exc)
             return
         self.response_started = True
-        protocol = self.protocol
-        if protocol._through and not protocol._held:
-            protocol._cork.write_now(head + self._frame(body, False))
-        else:  # more requests in hand: coalesced with their answers
-            protocol.transport.write(head + self._frame(body, False))
+        self.protocol.transport.write(head + self._frame(body, False))
         self._complete()
 
     def relay(self, run: Callable[[Receive, Send], Awaitable[None]]) -> None:

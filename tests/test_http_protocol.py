@@ -27,6 +27,7 @@ from gateway.http_protocol import (
 )
 from gateway.proxy.app import Found, scan
 from gateway.proxy.forward import Client
+from gateway.proxy.turns import TurnWrites
 from gateway.tls import GatewayServer
 
 LOOPBACK = "127.0.0.1"
@@ -139,6 +140,27 @@ async def test_close_and_abort_semantics() -> None:
     await asyncio.sleep(0)
     assert inner.writes == []
     assert inner.closed
+
+
+@pytest.mark.anyio
+async def test_a_servers_connections_flush_together_when_the_turn_ends() -> None:
+    """gateway.proxy.turns: one callback for every corked connection of a server, each
+    connection's writes of the turn still in one write of its own."""
+    loop = asyncio.get_running_loop()
+    turn = TurnWrites()
+    inners = [RecordingTransport() for _ in range(3)]
+    corked = [CorkedTransport(inner, loop, turn) for inner in inners]
+    for number, transport in enumerate(corked):
+        transport.write(b"head%d" % number)
+        transport.write(b"body%d" % number)
+    assert len(turn) == 3  # each connection once, however many writes
+    assert all(inner.writes == [] for inner in inners)
+    await asyncio.sleep(0)
+    assert [inner.writes for inner in inners] == [[b"head%dbody%d" % (n, n)] for n in range(3)]
+    corked[0].write(b"next")  # a later turn: scheduled again
+    assert len(turn) == 1
+    await asyncio.sleep(0)
+    assert inners[0].writes == [b"head0body0", b"next"]
 
 
 @pytest.mark.anyio

@@ -21,6 +21,7 @@ from gateway.errors import GatewayError, render
 from gateway.proxy.deadlines import Deadlines
 from gateway.proxy.errors import ClientGone, GatewayTimeout, StaleConnection
 from gateway.proxy.replies import send_answer
+from gateway.proxy.turns import TurnWrites
 from gateway.proxy.upstream import NO_ANSWER, UpstreamConnection, UpstreamPool
 
 Header = tuple[bytes, bytes]
@@ -126,6 +127,8 @@ class Forwarder:
         self.idle_timeout = idle_timeout
         # The fast path's response-header timeouts (Waiting), all one length: one timer.
         self.deadlines = Deadlines(header_timeout)
+        # Forwarded requests are written together when the loop turn ends.
+        self.turn = TurnWrites()
 
     async def __call__(
         self,
@@ -181,7 +184,8 @@ class Forwarder:
         if conn is None or transport is None:
             client.relay(partial(self.relay, request))
             return
-        transport.write(self._whole(request, request.body or b""))  # take(): it is usable
+        # take(): it is usable; written with the turn's other sockets (gateway.proxy.turns)
+        conn.send_in_turn(self._whole(request, request.body or b""), self.turn)
         Waiting(self, conn, request, client)
 
     async def relay(

@@ -14,6 +14,7 @@ import httptools
 
 from gateway.proxy.errors import BadGateway, GatewayTimeout, StaleConnection
 from gateway.proxy.headers import FOLD, RESPONSE_DROP, connection_tokens
+from gateway.proxy.turns import TurnWrites
 
 Header = tuple[bytes, bytes]
 READ_SIZE = 64 * 1024
@@ -47,6 +48,7 @@ class UpstreamConnection(asyncio.Protocol):
         # Called (besides waking a coroutine) on every data, end or error event while
         # set: the protocol fast path waits for a response this way (forward.Waiting).
         self.listener: Callable[[], None] | None = None
+        self.outgoing = b""  # a request to write when the turn ends (send_in_turn)
         self.reset()
 
     def reset(self) -> None:
@@ -153,6 +155,22 @@ class UpstreamConnection(asyncio.Protocol):
             await drained
             if self.closed:
                 raise self._closed("upstream connection failed while sending")
+
+    def send_in_turn(self, data: bytes, turn: TurnWrites) -> None:
+        """Write `data` (a whole request) when this loop turn ends, with the other
+        sockets written in it (gateway.proxy.turns)."""
+        if self.outgoing:  # not flushed yet: keep the order
+            self.flush_turn()
+            self.outgoing = data
+            return
+        self.outgoing = data
+        turn.add(self.loop, self)
+
+    def flush_turn(self) -> None:
+        data, self.outgoing = self.outgoing, b""
+        transport = self.transport
+        if data and not self.closed and transport is not None and not transport.is_closing():
+            transport.write(data)
 
     async def read_head(self, seconds: float) -> None:
         while not self.head_done:
