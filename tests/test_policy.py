@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.policy import Decision, Policy, PolicyError, load_policy
+from gateway.policy import Decision, Policy, PolicyError, load_policy, parse_json
 from gateway.settings import Settings
 from gateway.tools import ToolCatalog, ToolListError, read_only_tools
 
@@ -489,3 +489,39 @@ def test_match_is_fast_enough_for_the_hot_path(default: Policy) -> None:
             default.match("GET", path)
     per_call = (time.perf_counter() - start) / (rounds * len(paths))
     assert per_call < 20e-6  # generous bound; measured well under 1 µs
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x","arguments":{}}}',
+        b' {"method":"tools/call"}',
+        b'{"method":"tools/call"} ',
+        b'\n[{"a":1},{"b":[1,2.5,null,true]}]\r\n',
+        b'{"a":1}{"b":2}',
+        b'{"a":1} x',
+        b"{",
+        b"",
+        b"   ",
+        b"42",
+        b'"\\u00e9t\\u00e9"',
+        '{"name":"été"}'.encode(),
+        b'{"a":1,"a":2}',
+        b"[NaN, Infinity]",
+        b"\xef\xbb\xbf{}",
+        '{"method":"tools/call"}'.encode("utf-16"),
+        '{"method":"tools/call"}'.encode("utf-32-le"),
+        b"\xff\xfe\x00",
+        b'{"a":"\xff"}',
+    ],
+)
+def test_the_body_parser_answers_as_json_loads(body: bytes) -> None:
+    """parse_json's shortcut (policy.py) gives json.loads's value, or refuses what it
+    refuses (ValueError: the proxy's 400)."""
+    try:
+        expected = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        with pytest.raises((json.JSONDecodeError, UnicodeDecodeError)):
+            parse_json(body)
+        return
+    assert parse_json(body) == expected
