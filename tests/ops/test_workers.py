@@ -58,6 +58,20 @@ def served_by(gateway: Gateway, http: httpx.Client) -> int:
     raise AssertionError("the probe was not logged")
 
 
+def logged_steps(
+    gateway: Gateway, expected: set[tuple[str, int]], seconds: float = 10
+) -> set[tuple[object, object]]:
+    """(path, pid) of the request-log lines so far, once `expected` are all there or
+    `seconds` have passed: each worker flushes its own log buffer on its own schedule,
+    and a loaded machine can hold one worker's flush back past a fixed wait."""
+    deadline = time.monotonic() + seconds
+    while True:
+        steps = {(line["path"], line["pid"]) for line in gateway.request_lines(0.05)}
+        if expected <= steps or time.monotonic() > deadline:
+            return steps
+        time.sleep(0.1)
+
+
 class Connections:
     """Keep-alive connections, each pinned to the worker that accepted it."""
 
@@ -98,11 +112,10 @@ def test_a_full_oauth_flow_across_two_workers(workers: Gateway) -> None:
         assert b.get("/api/memories", headers=bearer).status_code == 200  # worker 2
         assert a.get("/api/memories", headers=bearer).status_code == 200
 
-        steps = {
-            (line["path"], line["pid"]) for line in workers.request_lines()
-            if line["path"] in ("/oauth/register", "/oauth/authorize", "/oauth/token")
-            or line["path"] == "/api/memories"
-        }  # fmt: skip
+        steps = logged_steps(workers, {
+            ("/oauth/register", first), ("/oauth/authorize", second),
+            ("/oauth/token", first), ("/api/memories", second),
+        })  # fmt: skip
         assert ("/oauth/register", first) in steps
         assert ("/oauth/authorize", second) in steps
         assert ("/oauth/token", first) in steps
