@@ -159,12 +159,11 @@ class UpstreamConnection(asyncio.Protocol):
     def send_in_turn(self, data: bytes, turn: TurnWrites) -> None:
         """Write `data` (a whole request) when this loop turn ends, with the other
         sockets written in it (gateway.proxy.turns)."""
-        if self.outgoing:  # not flushed yet: keep the order
+        if self.outgoing:  # one not flushed yet (already due this turn): it goes first
             self.flush_turn()
-            self.outgoing = data
-            return
+        else:
+            turn.add(self.loop, self)
         self.outgoing = data
-        turn.add(self.loop, self)
 
     def flush_turn(self) -> None:
         data, self.outgoing = self.outgoing, b""
