@@ -14,7 +14,8 @@ floor minus nginx's is what Python and the event loop cost before any of it.
 
 Same method as bench/proxybound.py: the static nginx upstream, `wrk -t1 -c20` GET
 /api/memories, the proxies pinned to CPU 0 and wrk and the upstream to CPU 1 (unless
-`--no-pin`), interleaved rounds, CPU from /proc. A benchmark tool, never a test.
+`--no-pin`), interleaved rounds (`proxybound.measure`), CPU from /proc. A benchmark
+tool, never a test.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ sys.path.insert(0, str(ROOT))
 import httptools  # noqa: E402
 import uvloop  # noqa: E402
 
+from tests.proxy.conftest import Server  # noqa: E402
+
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive"})
+WORKLOAD = "GET /api/memories"  # the floor forwards no request body
 
 
 class _Upstream(asyncio.Protocol):
@@ -134,14 +138,13 @@ async def serve(port: int, upstream_port: int) -> None:
 def measure(args: argparse.Namespace) -> None:
     from bench import proxybound
     from bench.product import oauth_token, pinned, start_gateway
-    from bench.run import LOAD_CPU, PROXY_CPU, cpu_seconds, keep, start_nginx, wrk
+    from bench.run import LOAD_CPU, PROXY_CPU, keep, start_nginx
     from tests.ports import reserved_port
-    from tests.proxy.conftest import Server, wait_listening
+    from tests.proxy.conftest import wait_listening
 
     proxy_cpu, load_cpu = (None, None) if args.no_pin else (PROXY_CPU, LOAD_CPU)
     pinning = "off" if args.no_pin else "on"
     print(f"load average {os.getloadavg()[0]:.2f} at start; pinning {pinning}")
-    path = proxybound.WORKLOADS["GET /api/memories"][0]
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         servers: list[Server] = []
@@ -155,32 +158,30 @@ def measure(args: argparse.Namespace) -> None:
             gateway = keep(servers, start_gateway(static.url, tmp, cpus=proxy_cpu))
             token = oauth_token(gateway.url, "read")
             nginx = keep(servers, start_nginx(tmp, static.port, None, proxy_cpu, name="bound"))
-            targets = {"nginx": nginx, "floor (uvloop + httptools)": floor, "gateway": gateway}
-            for server in targets.values():  # warm-up
-                wrk(server.url, token, 1, args.connections, load_cpu, path)
-            results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
-            pids = {name: server.proc.pid for name, server in targets.items() if server.proc}
-            for number in range(args.rounds):
-                for name, server in targets.items():
-                    before = cpu_seconds(pids[name])
-                    result = wrk(server.url, token, args.duration, args.connections, load_cpu, path)
-                    used = cpu_seconds(pids[name]) - before
-                    cpu_us = used / max(result["rps"] * args.duration, 1) * 1e6
-                    results[name].append((result["rps"], cpu_us))
-                    flag = " (errors!)" if result["non2xx"] else ""
-                    print(f"round {number + 1}: {name}: {result['rps']:,.0f} req/s{flag}, "
-                          f"{cpu_us:.1f} µs CPU/req", flush=True)  # fmt: skip
+            targets = {
+                "nginx": (nginx.url, pid(nginx)),
+                "floor (uvloop + httptools)": (floor.url, pid(floor)),
+                "gateway": (gateway.url, pid(gateway)),
+            }
+            measured = proxybound.measure(targets, token, tmp, args, load_cpu, [WORKLOAD])
         finally:
             for server in reversed(servers):
                 server.stop()
     print(f"\nload average {os.getloadavg()[0]:.2f} at end\n")
     print("| GET /api/memories, proxy-bound | req/s (median) | CPU µs/req (median) | CPU x nginx |")
     print("|---|---|---|---|")
-    base = statistics.median(cpu for _, cpu in results["nginx"])
-    for name, rows in results.items():
-        cpu = statistics.median(c for _, c in rows)
-        rps = statistics.median(r for r, _ in rows)
-        print(f"| {name} | {rps:,.0f} | {cpu:.1f} | {cpu / base:.2f} |")
+    results = measured[WORKLOAD]
+    base = statistics.median(r["cpu_us"] for r in results["nginx"])
+    for name, runs in results.items():
+        cpu = statistics.median(r["cpu_us"] for r in runs)
+        rps = statistics.median(r["rps"] for r in runs)
+        flag = " (errors!)" if any(r["non2xx"] for r in runs) else ""
+        print(f"| {name} | {rps:,.0f}{flag} | {cpu:.1f} | {cpu / base:.2f} |")
+
+
+def pid(server: Server) -> int:
+    assert server.proc is not None
+    return server.proc.pid
 
 
 def main() -> None:

@@ -259,24 +259,26 @@ def measure(
     tmp: Path,
     args: object,
     cpus: str | None,
+    workloads: list[str] | None = None,
 ) -> dict[str, dict[str, list[dict]]]:
-    """workload -> target -> rounds; interleaved: each round runs every workload on every
-    target once, so drift (other work on the machine) hits all of them alike; the
-    per-round ratios pair runs made seconds apart."""
+    """workload -> target -> rounds; interleaved: each round runs every workload (or
+    those named in `workloads`) on every target once, so drift (other work on the
+    machine) hits all of them alike; the per-round ratios pair runs made seconds apart."""
     from bench.run import cpu_seconds, wrk
 
     duration: int = getattr(args, "duration", 5)
     connections: int = getattr(args, "connections", 20)
     rounds: int = getattr(args, "rounds", 3)
-    scripts = {name: wrk_script(tmp, name) for name in WORKLOADS}
-    results: dict[str, dict[str, list[dict]]] = {w: {t: [] for t in targets} for w in WORKLOADS}
+    chosen = {name: WORKLOADS[name] for name in workloads or WORKLOADS}
+    scripts = {name: wrk_script(tmp, name) for name in chosen}
+    results: dict[str, dict[str, list[dict]]] = {w: {t: [] for t in targets} for w in chosen}
     for url, _ in targets.values():  # warm-up
         wrk(url, token, 1, connections, cpus)
     for number in range(rounds):
         # Every other round in reverse order, so no target always runs right after
         # another (load that rises or falls within a round hits each alike).
         order = list(targets.items()) if number % 2 == 0 else list(targets.items())[::-1]
-        for workload, (path, _) in WORKLOADS.items():
+        for workload, (path, _) in chosen.items():
             for name, (url, pid) in order:
                 before = cpu_seconds(pid)
                 result = wrk(url, token, duration, connections, cpus, path, scripts[workload])
